@@ -1,0 +1,81 @@
+"""Shared CLI plumbing: global options, the per-command ``-o`` option, project loading.
+
+Kept free of heavy imports: ``progressive --help`` loads this module and the command
+modules, and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from progressive_cli.cli.output import OutputFormat
+from progressive_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from progressive_cli.config.project import Project
+
+
+@dataclass
+class AppState:
+    project_dir: str | None = None
+    output: OutputFormat | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    _project: Project | None = None
+
+    def fmt(self, local: OutputFormat | None) -> OutputFormat:
+        return local or self.output or OutputFormat.table
+
+    def root(self) -> Path:
+        from progressive_cli.config.project import find_project
+
+        return find_project(self.project_dir)
+
+    def project(self, *, strict: bool = False) -> Project:
+        """Load and validate the project once per invocation; warnings go to stderr."""
+        if self._project is None:
+            from progressive_cli.cli.output import say
+            from progressive_cli.config.project import load_project
+
+            project = load_project(self.root(), overrides=self.overrides, strict=strict)
+            for warning in project.warnings:
+                say(str(warning), style="warning")
+            self._project = project
+        return self._project
+
+
+def state(ctx: typer.Context) -> AppState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState()
+    return root.obj
+
+
+def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a malformed pair names the flag."""
+    pairs: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        pairs[key.strip()] = value
+    return pairs
+
+
+OutputOpt = Annotated[
+    OutputFormat | None,
+    typer.Option("--output", "-o", help="Output format: table, json or yaml.", case_sensitive=False),
+]
+
+
+def new_typer(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        help=help_text,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )

@@ -1,0 +1,191 @@
+"""`agents`, `integrations` and `workflows`: list and show what the project declares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+
+from progressive_cli.cli.app import OutputOpt, new_typer, state
+from progressive_cli.cli.output import OutputFormat, emit
+from progressive_cli.errors import NotFoundError
+
+agents_app = new_typer("The agents the MCA routes to (agents.yaml).")
+integrations_app = new_typer("External APIs and databases (integrations.yaml).")
+workflows_app = new_typer("The workflows in workflows/*.yaml.")
+
+
+def _lookup(items: dict[str, Any], key: str, what: str) -> Any:
+    if key in items:
+        return items[key]
+    import difflib
+
+    close = difflib.get_close_matches(key, list(items), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(items)) or 'none'}"
+    raise NotFoundError(f"no {what} '{key}'{hint}")
+
+
+def _show(ctx: typer.Context, output: OutputFormat | None, data: dict[str, Any]) -> None:
+    emit(data, state(ctx).fmt(output))
+
+
+# --- agents -------------------------------------------------------------------------------------------
+def _agent_row(agent: Any) -> dict[str, Any]:
+    if agent.kind == "http":
+        instances: Any = len(agent.endpoints)
+    else:
+        instances = agent.instances
+    return {
+        "id": agent.id,
+        "kind": agent.kind,
+        "name": agent.name,
+        "capabilities": list(agent.capabilities),
+        "instances": instances,
+        "balancing": agent.load_balancing,
+        "timeout_s": agent.timeout,
+        "enabled": agent.enabled,
+    }
+
+
+@agents_app.command("list")
+def agents_list(ctx: typer.Context, output: OutputOpt = None) -> None:
+    """List agents with their kind, capabilities and instances."""
+    project = state(ctx).project()
+    rows = [_agent_row(a) for a in project.agents.agents]
+    emit(rows, state(ctx).fmt(output), columns=[
+        ("id", "ID"), ("kind", "KIND"), ("name", "NAME"), ("capabilities", "CAPABILITIES"),
+        ("instances", "INSTANCES"), ("balancing", "BALANCING"), ("enabled", "ENABLED"),
+    ])
+
+
+@agents_app.command("show")
+def agents_show(ctx: typer.Context, agent_id: str = typer.Argument(..., metavar="AGENT"),
+                output: OutputOpt = None) -> None:
+    """Show one agent's full configuration."""
+    project = state(ctx).project()
+    agent = _lookup({a.id: a for a in project.agents.agents}, agent_id, "agent")
+    _show(ctx, output, agent.dump())
+
+
+# --- integrations -------------------------------------------------------------------------------------
+def _integration_row(item: Any) -> dict[str, Any]:
+    from progressive_cli.config.common import format_duration
+    from progressive_cli.config.secrets import env_refs, missing
+
+    target = getattr(item, "base_url", None) or getattr(item, "dsn", None) or getattr(item, "url", None) \
+        or getattr(item, "uri", None) or getattr(item, "path", None) or getattr(item, "host", None)
+    limits = [f"{r.requests}/{format_duration(r.per)}" for r in getattr(item, "rate_limits", [])]
+    breaker = getattr(item, "circuit_breaker", None)
+    refs = env_refs(item.dump())
+    unset = missing(refs)
+    return {
+        "id": item.id,
+        "type": item.type,
+        "target": target,
+        "auth": getattr(getattr(item, "auth", None), "type", None),
+        "rate_limits": limits,
+        "breaker": f"{breaker.fail_max} fails / {format_duration(breaker.reset_timeout)}" if breaker else None,
+        "secrets": "none" if not refs else ("missing " + ", ".join(unset) if unset else "set"),
+        "enabled": item.enabled,
+    }
+
+
+@integrations_app.command("list")
+def integrations_list(ctx: typer.Context, output: OutputOpt = None) -> None:
+    """List integrations with their auth, rate limits, breaker and whether their secrets are set."""
+    project = state(ctx).project()
+    rows = [_integration_row(i) for i in project.integrations.integrations]
+    emit(rows, state(ctx).fmt(output), columns=[
+        ("id", "ID"), ("type", "TYPE"), ("target", "TARGET"), ("auth", "AUTH"), ("rate_limits", "RATE LIMITS"),
+        ("breaker", "BREAKER"), ("secrets", "SECRETS"), ("enabled", "ENABLED"),
+    ])
+
+
+@integrations_app.command("show")
+def integrations_show(ctx: typer.Context, integration_id: str = typer.Argument(..., metavar="INTEGRATION"),
+                      output: OutputOpt = None) -> None:
+    """Show one integration's configuration (secret references, never their values)."""
+    project = state(ctx).project()
+    item = _lookup({i.id: i for i in project.integrations.integrations}, integration_id, "integration")
+    _show(ctx, output, item.dump())
+
+
+# --- workflows ----------------------------------------------------------------------------------------
+def iter_steps(steps: list[Any], depth: int = 0) -> Iterator[tuple[int, Any]]:
+    """Every step of a workflow, nested ones included, with its depth."""
+    for step in steps:
+        yield depth, step
+        children: list[list[Any]] = []
+        if step.fallback is not None:
+            children.append([step.fallback])
+        if step.type == "condition":
+            children += [step.then, step.else_, *(b.steps for b in step.branches)]
+        elif step.type == "parallel":
+            children += list(step.branches.values())
+        elif step.type == "foreach":
+            children.append(step.steps)
+        for group in children:
+            yield from iter_steps(group, depth + 1)
+
+
+def _target(step: Any) -> str:
+    getters: dict[str, Callable[[Any], str]] = {
+        "agent_call": lambda s: f"{s.agent or 'capability:' + str(s.capability)}.{s.method}",
+        "consensus": lambda s: f"{','.join(s.agents) or 'capability:' + str(s.capability)}.{s.method}",
+        "api_call": lambda s: f"{s.integration} {s.method} {s.path}",
+        "database_operation": lambda s: f"{s.integration}.{s.operation}",
+        "sub_workflow": lambda s: s.workflow,
+        "emit": lambda s: s.event,
+        "foreach": lambda s: f"{s.items if isinstance(s.items, str) else len(s.items)} x{s.concurrency}",
+        "parallel": lambda s: f"{len(s.branches)} branches, {s.join}",
+        "wait": lambda s: str(s.until or f"{s.duration:g}s"),
+        "condition": lambda s: str(s.condition or f"{len(s.branches)} branches"),
+    }
+    getter = getters.get(step.type)
+    return getter(step) if getter else ""
+
+
+@workflows_app.command("list")
+def workflows_list(ctx: typer.Context, output: OutputOpt = None) -> None:
+    """List workflows with their inputs, triggers and step counts."""
+    project = state(ctx).project()
+    rows = []
+    for name, wf in sorted(project.workflows.items()):
+        rows.append({
+            "name": name,
+            "steps": sum(1 for _ in iter_steps(wf.steps)),
+            "inputs": [f"{k}{'*' if v.required and v.default is None else ''}" for k, v in wf.inputs.items()],
+            "triggers": [t.type for t in wf.triggers],
+            "description": wf.description,
+            "file": str(project.workflow_files[name].relative_to(project.root)),
+        })
+    emit(rows, state(ctx).fmt(output), columns=[
+        ("name", "NAME"), ("steps", "STEPS"), ("inputs", "INPUTS"), ("triggers", "TRIGGERS"),
+        ("description", "DESCRIPTION"),
+    ])
+
+
+@workflows_app.command("show")
+def workflows_show(ctx: typer.Context, name: str = typer.Argument(..., metavar="WORKFLOW"),
+                   output: OutputOpt = None) -> None:
+    """Show a workflow: its inputs, triggers and the tree of steps."""
+    project = state(ctx).project()
+    wf = _lookup(project.workflows, name, "workflow")
+    fmt = state(ctx).fmt(output)
+    if fmt is not OutputFormat.table:
+        emit(wf.dump(), fmt)
+        return
+    rows = [
+        {"step": "  " * depth + step.id, "type": step.type, "target": _target(step),
+         "if": step.if_, "on_error": step.on_error or wf.on_error}
+        for depth, step in iter_steps(wf.steps)
+    ]
+    emit(rows, fmt, columns=[("step", "STEP"), ("type", "TYPE"), ("target", "TARGET"), ("if", "IF"),
+                             ("on_error", "ON ERROR")], title=f"{wf.name}: {wf.description}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(agents_app, name="agents")
+    app.add_typer(integrations_app, name="integrations")
+    app.add_typer(workflows_app, name="workflows")

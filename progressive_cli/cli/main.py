@@ -1,0 +1,119 @@
+"""The ``progressive`` command: root options, sub-commands, and the one error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from progressive_cli import __version__
+from progressive_cli.cli import catalog, project_cmds
+from progressive_cli.cli.app import parse_pairs, state
+from progressive_cli.cli.output import OutputFormat, say
+from progressive_cli.errors import EXIT_CODE_HELP, ExitCode, ProgressiveError
+
+try:  # typer >= 0.29 vendors click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click.exceptions import ClickException  # type: ignore[no-redef]
+
+EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODE_HELP.items())
+
+app = typer.Typer(
+    name="progressive",
+    help="Operator's control plane for the Progressive-Framework-v5 multi-agent system.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"progressive {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    project: Annotated[
+        str | None,
+        typer.Option("--project", "-p", metavar="DIR", help="Project directory (default: $PROGRESSIVE_PROJECT, else .).",
+                     show_default=False),
+    ] = None,
+    output: Annotated[
+        OutputFormat | None,
+        typer.Option("--output", "-o", help="Default output format for every command: table, json, yaml.",
+                     case_sensitive=False),
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE",
+                     help="Override a setting, e.g. --set health.interval=10s (beats env and file)."),
+    ] = None,
+    no_color: Annotated[bool, typer.Option("--no-color", help="Plain output; same as NO_COLOR=1.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Operator's control plane for the Progressive-Framework-v5 multi-agent system."""
+    if no_color:
+        os.environ["NO_COLOR"] = "1"
+    st = state(ctx)
+    st.project_dir = project
+    st.output = output
+    st.overrides = parse_pairs(settings, "--set")
+
+
+project_cmds.register(app)
+catalog.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and exits with) an :class:`ExitCode`."""
+    code = run(argv)
+    sys.exit(code)
+
+
+def run(argv: list[str] | None = None) -> int:
+    try:
+        result = app(args=argv, prog_name="progressive", standalone_mode=False)
+    except ProgressiveError as exc:
+        for line in exc.lines():
+            style = "warning" if ": warning: " in line else "error"
+            say(line, style=style)
+        return int(exc.exit_code)
+    except ClickException as exc:
+        exc.show()
+        return int(ExitCode.INVALID if exc.exit_code == 2 else exc.exit_code)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        say("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        _silence_stdout()
+        return int(ExitCode.OK)
+    except Exception as exc:  # a bug: one line by default, the traceback on request
+        if os.environ.get("PROGRESSIVE_DEBUG"):
+            raise
+        say(f"internal error: {type(exc).__name__}: {exc} (set PROGRESSIVE_DEBUG=1 for a traceback)", style="error")
+        return int(ExitCode.INTERNAL)
+    return int(result) if isinstance(result, int) else int(ExitCode.OK)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+if __name__ == "__main__":
+    main()

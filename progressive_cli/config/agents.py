@@ -1,0 +1,102 @@
+"""agents.yaml: the agents the MCA routes to."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from progressive_cli.config.common import Duration, Identifier, Model
+from progressive_cli.config.secrets import EnvStr
+
+BUILTIN_AGENTS: dict[str, tuple[str, ...]] = {
+    # implementation name -> the capabilities it provides (seed: MCA Core Integration Engine)
+    "mca": ("request-routing", "load-balancing", "coordination", "strategy-selection"),
+    "npa": ("meal-planning", "nutrition-analysis", "dietary-recommendations"),
+    "wpa": ("workout-design", "exercise-selection", "progress-tracking"),
+    "bma": ("expense-tracking", "budget-optimization", "financial-planning"),
+    "rpa": ("report-generation", "data-aggregation"),
+    "ema": ("alert-evaluation", "incident-management", "escalation"),
+}
+
+LoadBalancing = Literal["round_robin", "least_in_flight", "weighted"]
+Capability = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]
+
+
+class Heartbeat(Model):
+    interval: Duration = 15.0
+    """How often the agent reports in."""
+    degraded_after: Duration = 30.0
+    """Heartbeat age after which the agent is shown as degraded."""
+    offline_after: Duration = 60.0
+    """Heartbeat age after which the agent is offline (the seed uses 60 s)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Heartbeat:
+        if not self.interval <= self.degraded_after <= self.offline_after:
+            raise ValueError("heartbeat needs interval <= degraded_after <= offline_after")
+        return self
+
+
+class Endpoint(Model):
+    url: EnvStr
+    """Base URL of one instance of an http agent."""
+    weight: int = Field(1, ge=1, le=1000)
+
+
+class _AgentBase(Model):
+    id: Identifier
+    name: str = ""
+    description: str = ""
+    capabilities: list[Capability] = Field(default_factory=list)
+    timeout: Duration = 30.0
+    """Longest a single call may take."""
+    concurrency: int = Field(10, ge=1, le=10_000)
+    """Most calls in flight at once, per instance."""
+    heartbeat: Heartbeat = Field(default_factory=Heartbeat)
+    load_balancing: LoadBalancing = "round_robin"
+    enabled: bool = True
+
+
+class BuiltinAgent(_AgentBase):
+    kind: Literal["builtin"]
+    builtin: str | None = None
+    """Which built-in implementation (mca, npa, wpa, bma, rpa, ema); defaults to the id."""
+    instances: int = Field(1, ge=1, le=1000)
+
+    @property
+    def implementation(self) -> str:
+        return self.builtin or self.id
+
+
+class PythonAgent(_AgentBase):
+    kind: Literal["python"]
+    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    """`package.module:callable_or_class`."""
+    instances: int = Field(1, ge=1, le=1000)
+
+
+class HttpAgent(_AgentBase):
+    kind: Literal["http"]
+    endpoints: list[Endpoint] = Field(min_length=1)
+    headers: dict[str, EnvStr] = Field(default_factory=dict)
+    health_path: str = "/health"
+
+
+class CommandAgent(_AgentBase):
+    kind: Literal["command"]
+    command: list[EnvStr] = Field(min_length=1)
+    """argv of a process that reads one JSON request on stdin and writes one JSON response."""
+    cwd: str | None = None
+    env: dict[str, EnvStr] = Field(default_factory=dict)
+    instances: int = Field(1, ge=1, le=1000)
+
+
+Agent = Annotated[BuiltinAgent | PythonAgent | HttpAgent | CommandAgent, Field(discriminator="kind")]
+
+
+class AgentsFile(Model):
+    """Schema of agents.yaml."""
+
+    version: Literal[1] = 1
+    agents: list[Agent] = Field(default_factory=list)

@@ -1,0 +1,96 @@
+"""Building blocks shared by every config model: the strict base model, durations, ids."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"
+
+
+def parse_duration(value: Any) -> float:
+    """``"1m30s"`` -> 90.0; a bare number means seconds. Raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as 500ms, 30s, 5m or 1h")
+    text = value.strip().replace(" ", "")
+    if not text or not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"'{value}' is not a duration; use e.g. 500ms, 30s, 5m, 1h or 1m30s")
+    return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    parts = []
+    rest = round(seconds, 3)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if rest >= size:
+            count, rest = divmod(rest, size)
+            parts.append(f"{int(count)}{unit}")
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({
+        "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 0}],
+        "description": "a duration: 500ms, 30s, 5m, 1h, 1m30s, or a number of seconds",
+    }),
+]
+"""Seconds as a float; written in YAML as ``30s``, ``5m``, ``1h30m``, ``500ms`` or a number."""
+
+ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case id: letters, digits, - and _")]
+
+
+def _rebuild(err: Any) -> InitErrorDetails:
+    # Keep the message as rendered; braces would be read as a template by PydanticCustomError.
+    message = str(err["msg"]).replace("{", "{{").replace("}", "}}")
+    return InitErrorDetails(
+        type=PydanticCustomError(str(err["type"]), message), loc=err["loc"], input=err.get("input")
+    )
+
+
+class Model(BaseModel):
+    """Strict, immutable config model. Unknown keys are errors with a 'did you mean' hint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unknown_keys(cls, data: Any, handler: Any) -> Any:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            if not any(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in errors):
+                raise
+            known = [f.alias or name for name, f in cls.model_fields.items()]
+            rebuilt: list[InitErrorDetails] = []
+            for err in errors:
+                if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+                    key = str(err["loc"][0])
+                    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                    hint = f" (did you mean '{close[0]}'?)" if close else f"; expected one of: {', '.join(known)}"
+                    err = {**err, "type": "unknown_key", "msg": f"unknown key '{key}'{hint}"}
+                rebuilt.append(_rebuild(err))
+            raise ValidationError.from_exception_data(exc.title, rebuilt) from None
+
+    def dump(self) -> dict[str, Any]:
+        """JSON-ready dict using the YAML spellings of keys."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,124 @@
+"""``${env:NAME}`` references: checked when config loads, resolved late, redacted everywhere.
+
+Config models keep the reference text (``${env:STRIPE_SECRET_KEY}``), never the value.
+A value is read from the environment only by :func:`resolve`, at the moment a connector
+needs it, and every value read that way is registered with the process-wide
+:data:`REDACTOR`, which every output path (CLI rendering, logs, store writes, events,
+error messages) runs text through.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_ANY_REF = re.compile(r"\$\{[^}]*\}?")
+MASK = "***"
+MIN_SECRET_LEN = 4  # shorter values would mask ordinary text such as "1" or "true"
+
+
+class MissingSecretError(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"environment variable {name} is not set")
+        self.name = name
+
+
+def _check_refs(value: str) -> str:
+    for match in _ANY_REF.finditer(value):
+        if not ENV_REF.fullmatch(match.group(0)):
+            raise ValueError(
+                f"'{match.group(0)}' is not a valid reference; write secrets as ${{env:NAME}}"
+            )
+    return value
+
+
+EnvStr = Annotated[
+    str,
+    AfterValidator(_check_refs),
+    Field(description="text; may contain ${env:NAME} references, resolved at run time and redacted"),
+]
+"""A string that may embed ``${env:NAME}`` references."""
+
+
+def env_refs(value: Any) -> list[str]:
+    """Names of every environment variable referenced anywhere inside ``value``."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.extend(ENV_REF.findall(item))
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, Iterable) and not isinstance(item, bytes):
+            stack.extend(item)
+    return found
+
+
+class Redactor:
+    """Remembers every secret value this process has resolved and masks it in text."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def register(self, value: str) -> None:
+        if len(value) < MIN_SECRET_LEN or value in self._values:
+            return
+        with self._lock:
+            self._values.add(value)
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def redact(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None or not text:
+            return text
+        return pattern.sub(MASK, text)
+
+    def redact_data(self, data: Any) -> Any:
+        """Redact every string inside JSON-like data, keys included."""
+        if self._pattern is None:
+            return data
+        if isinstance(data, str):
+            return self.redact(data)
+        if isinstance(data, Mapping):
+            return {self.redact_data(k): self.redact_data(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self.redact_data(v) for v in data]
+        return data
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._pattern = None
+
+
+REDACTOR = Redactor()
+
+
+def resolve(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace each ``${env:NAME}`` in ``text`` with its value and register that value as secret."""
+    env = os.environ if environ is None else environ
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise MissingSecretError(name)
+        value = env[name]
+        REDACTOR.register(value)
+        return value
+
+    return ENV_REF.sub(sub, text)
+
+
+def missing(names: Iterable[str], environ: Mapping[str, str] | None = None) -> list[str]:
+    env = os.environ if environ is None else environ
+    return sorted({n for n in names if n not in env})

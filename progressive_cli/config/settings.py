@@ -1,0 +1,98 @@
+"""progressive.yaml: runtime settings, layered default < file < PROGRESSIVE_* env < flags."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from progressive_cli.config.common import Duration, Model
+from progressive_cli.config.secrets import EnvStr
+
+
+class StateSettings(Model):
+    url: EnvStr = "sqlite:///.progressive/state.db"
+    """`sqlite:///relative/or/absolute/path.db` (embedded, the default) or `postgresql://...`."""
+
+
+class QueueSettings(Model):
+    url: EnvStr | None = None
+    """Unset: the work queue lives in the state store. `redis://...` for Redis Streams."""
+
+
+class HealthSettings(Model):
+    interval: Duration = 30.0
+    """How often the daemon runs the health checks (the seed: 30 s)."""
+    response_time: Duration = 5.0
+    """A check slower than this is degraded (the seed: 5 s)."""
+    error_rate: float = Field(0.05, ge=0, le=1)
+    """Error rate above which a check is degraded (the seed: 5%)."""
+    availability: float = Field(0.99, ge=0, le=1)
+    """Availability target over the history window (the seed: 99%)."""
+    history: Duration = 86400.0
+    """How long check results are kept (24 h)."""
+    timeout: Duration = 10.0
+    """Longest a single check may take."""
+
+
+class LogSink(Model):
+    type: Literal["log"]
+
+
+class EventSink(Model):
+    type: Literal["event"]
+    event: str = "integration.alert"
+
+
+class WebhookSink(Model):
+    type: Literal["webhook"]
+    url: EnvStr
+    """Receives Slack-compatible JSON."""
+    timeout: Duration = 5.0
+
+
+class CommandSink(Model):
+    type: Literal["command"]
+    command: list[EnvStr] = Field(min_length=1)
+    """argv; the alert arrives as JSON on stdin."""
+    timeout: Duration = 10.0
+
+
+Sink = Annotated[LogSink | EventSink | WebhookSink | CommandSink, Field(discriminator="type")]
+
+
+class AlertSettings(Model):
+    failure_threshold: int = Field(3, ge=1)
+    """Consecutive failed checks before an alert fires."""
+    success_threshold: int = Field(2, ge=1)
+    """Consecutive good checks before it is resolved."""
+    reminder_interval: Duration = 1800.0
+    """Least time between reminders of an alert that is still firing."""
+    sinks: list[Sink] = Field(default_factory=lambda: [LogSink(type="log"), EventSink(type="event")])
+
+
+class DaemonSettings(Model):
+    pidfile: str = ".progressive/daemon.pid"
+    logfile: str = ".progressive/daemon.log"
+    workers: int = Field(4, ge=1, le=256)
+    """Workflow runs executed at once."""
+    poll_interval: Duration = 1.0
+    retention: Duration = 604800.0
+    """How long finished executions and events are kept (7 days)."""
+
+
+class LoggingSettings(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(Model):
+    """Schema of progressive.yaml."""
+
+    version: Literal[1] = 1
+    state: StateSettings = Field(default_factory=StateSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)

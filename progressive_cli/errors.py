@@ -1,0 +1,124 @@
+"""The one error hierarchy and the one exit-code enum.
+
+Every user-facing failure is a :class:`ProgressiveError`. The CLI maps each to a
+one-line message on stderr and to the ``exit_code`` it carries; nothing else in the
+code base decides exit codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes. `progressive --help` and the README list these."""
+
+    OK = 0
+    FAILED = 1  # the command ran and what it ran failed (a workflow run, a check)
+    INVALID = 2  # bad usage, bad config, bad input: nothing was done
+    NOT_FOUND = 4  # a named agent, integration, workflow or execution does not exist
+    UNAVAILABLE = 5  # the state store, a daemon or a server could not be reached or used
+    INTERNAL = 70  # a bug in progressive (EX_SOFTWARE); PROGRESSIVE_DEBUG=1 shows the traceback
+    INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT
+
+    # `progressive health` follows Nagios instead: 0 healthy, 1 degraded, 2 unhealthy, 3 unknown.
+    HEALTH_DEGRADED = 1
+    HEALTH_UNHEALTHY = 2
+    HEALTH_UNKNOWN = 3
+
+
+EXIT_CODE_HELP: dict[str, str] = {
+    "0": "success",
+    "1": "the command ran and what it ran failed (health: degraded)",
+    "2": "invalid usage, configuration or input; nothing was changed (health: unhealthy)",
+    "3": "health only: unknown",
+    "4": "a named agent, integration, workflow or execution does not exist",
+    "5": "the state store, daemon or a server is unavailable",
+    "70": "internal error (a bug; PROGRESSIVE_DEBUG=1 shows the traceback)",
+    "130": "interrupted (Ctrl-C)",
+}
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A place in a config file. ``line`` and ``col`` are 1-based; 0 means unknown."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.col or 1}"
+        return self.file
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a project, with its place and severity."""
+
+    location: Location
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        tag = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{self.location}: {tag}{self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.location.file,
+            "line": self.location.line,
+            "col": self.location.col,
+            "severity": self.severity,
+            "message": self.message,
+        }
+
+
+class ProgressiveError(Exception):
+    """Base of every error the CLI reports as one line."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def lines(self) -> list[str]:
+        return [f"error: {self.message}"]
+
+
+@dataclass
+class ConfigError(ProgressiveError):
+    """One or more problems in the project's YAML files."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    exit_code: ExitCode = ExitCode.INVALID
+
+    def __post_init__(self) -> None:
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        super().__init__(str(errors[0]) if errors else "invalid configuration")
+
+    def lines(self) -> list[str]:
+        return [str(d) for d in self.diagnostics]
+
+
+class UsageError(ProgressiveError):
+    """A bad flag or argument value, named in the message."""
+
+    exit_code = ExitCode.INVALID
+
+
+class InputError(ProgressiveError):
+    """A workflow input that is missing or of the wrong type."""
+
+    exit_code = ExitCode.INVALID
+
+
+class NotFoundError(ProgressiveError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class UnavailableError(ProgressiveError):
+    exit_code = ExitCode.UNAVAILABLE
