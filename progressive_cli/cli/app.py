@@ -35,15 +35,11 @@ class AppState:
         return find_project(self.project_dir)
 
     def project(self, *, strict: bool = False) -> Project:
-        """Load and validate the project once per invocation; warnings go to stderr."""
+        """Load and validate the project once per invocation (warnings are `validate`'s to print)."""
         if self._project is None:
-            from progressive_cli.cli.output import say
             from progressive_cli.config.project import load_project
 
-            project = load_project(self.root(), overrides=self.overrides, strict=strict)
-            for warning in project.warnings:
-                say(str(warning), style="warning")
-            self._project = project
+            self._project = load_project(self.root(), overrides=self.overrides, strict=strict)
         return self._project
 
 
