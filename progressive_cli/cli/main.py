@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.29 vendors click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click.exceptions import ClickException  # type: ignore[no-redef]
 
 from progressive_cli import __version__
 from progressive_cli.cli import catalog, project_cmds
@@ -14,15 +20,45 @@ from progressive_cli.cli.app import parse_pairs, state
 from progressive_cli.cli.output import OutputFormat, say
 from progressive_cli.errors import EXIT_CODE_HELP, ExitCode, ProgressiveError
 
-try:  # typer >= 0.29 vendors click
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older typer depends on click
-    from click.exceptions import ClickException  # type: ignore[no-redef]
+
+class ProgressiveGroup(TyperGroup):
+    """The one place that turns errors into a one-line message and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except ProgressiveError as exc:
+            for line in exc.lines():
+                say(line, style="warning" if ": warning: " in line else "error")
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            say("interrupted")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(int(ExitCode.OK)) from None
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except Exception as exc:  # a bug: one line by default, the traceback on request
+            if os.environ.get("PROGRESSIVE_DEBUG"):
+                raise
+            say(f"internal error: {type(exc).__name__}: {exc} (set PROGRESSIVE_DEBUG=1 for a traceback)",
+                style="error")
+            raise typer.Exit(int(ExitCode.INTERNAL)) from None
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODE_HELP.items())
 
 app = typer.Typer(
     name="progressive",
+    cls=ProgressiveGroup,
     help="Operator's control plane for the Progressive-Framework-v5 multi-agent system.",
     epilog=EPILOG,
     no_args_is_help=True,
@@ -43,8 +79,8 @@ def root(
     ctx: typer.Context,
     project: Annotated[
         str | None,
-        typer.Option("--project", "-p", metavar="DIR", help="Project directory (default: $PROGRESSIVE_PROJECT, else .).",
-                     show_default=False),
+        typer.Option("--project", "-p", metavar="DIR", show_default=False,
+                     help="Project directory (default: $PROGRESSIVE_PROJECT, else .)."),
     ] = None,
     output: Annotated[
         OutputFormat | None,
@@ -74,45 +110,9 @@ project_cmds.register(app)
 catalog.register(app)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns (and exits with) an :class:`ExitCode`."""
-    code = run(argv)
-    sys.exit(code)
-
-
-def run(argv: list[str] | None = None) -> int:
-    try:
-        result = app(args=argv, prog_name="progressive", standalone_mode=False)
-    except ProgressiveError as exc:
-        for line in exc.lines():
-            style = "warning" if ": warning: " in line else "error"
-            say(line, style=style)
-        return int(exc.exit_code)
-    except ClickException as exc:
-        exc.show()
-        return int(ExitCode.INVALID if exc.exit_code == 2 else exc.exit_code)
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        say("interrupted")
-        return int(ExitCode.INTERRUPTED)
-    except BrokenPipeError:
-        _silence_stdout()
-        return int(ExitCode.OK)
-    except Exception as exc:  # a bug: one line by default, the traceback on request
-        if os.environ.get("PROGRESSIVE_DEBUG"):
-            raise
-        say(f"internal error: {type(exc).__name__}: {exc} (set PROGRESSIVE_DEBUG=1 for a traceback)", style="error")
-        return int(ExitCode.INTERNAL)
-    return int(result) if isinstance(result, int) else int(ExitCode.OK)
-
-
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="progressive")
 
 
 if __name__ == "__main__":

@@ -140,8 +140,8 @@ def build_settings(
             user[key] = (_parse_scalar(environ[name]), Source("env", name))
     for spelled, raw in overrides.items():
         key = tuple(spelled.split("."))
-        if known(key, Location(f"--set {spelled}"), spelled):
-            user[key] = (_parse_scalar(raw), Source("flag", f"--set {spelled}"))
+        if known(key, Location("--set"), spelled):
+            user[key] = (_parse_scalar(raw), Source("flag", "--set"))
 
     for key, (value, source) in user.items():
         for old in [k for k in layers.values if k[: len(key)] == key or key[: len(k)] == k]:

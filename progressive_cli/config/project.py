@@ -15,34 +15,34 @@ from typing import Any
 
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # entry-point scan costs ~25 ms per start
 
-from pydantic import BaseModel, ValidationError  # noqa: E402
+from pydantic import BaseModel, ValidationError
 
-from progressive_cli.config import cron  # noqa: E402
-from progressive_cli.config.agents import BUILTIN_AGENTS, AgentsFile, BuiltinAgent  # noqa: E402
-from progressive_cli.config.integrations import (  # noqa: E402
+from progressive_cli.config import cron
+from progressive_cli.config.agents import BUILTIN_AGENTS, AgentsFile, BuiltinAgent
+from progressive_cli.config.integrations import (
     DATABASE_OPERATIONS,
     HttpIntegration,
     IntegrationsFile,
 )
-from progressive_cli.config.layers import SettingsLayers, build_settings  # noqa: E402
-from progressive_cli.config.secrets import env_refs  # noqa: E402
-from progressive_cli.config.settings import Settings  # noqa: E402
-from progressive_cli.config.workflows import (  # noqa: E402
+from progressive_cli.config.layers import SettingsLayers, build_settings
+from progressive_cli.config.secrets import env_refs
+from progressive_cli.config.settings import Settings
+from progressive_cli.config.workflows import (
     ConditionStep,
     ConsensusStep,
     ForeachStep,
     ParallelStep,
     WorkflowFile,
 )
-from progressive_cli.config.yamlpos import PositionMap, field_name, load_yaml, read_text  # noqa: E402
-from progressive_cli.engine.expressions import (  # noqa: E402
+from progressive_cli.config.yamlpos import PositionMap, field_name, load_yaml, read_text
+from progressive_cli.engine.expressions import (
     DEFAULT_ROOTS,
     ExpressionError,
     compile_condition,
     compile_template,
     is_template,
 )
-from progressive_cli.errors import ConfigError, Diagnostic, Location  # noqa: E402
+from progressive_cli.errors import ConfigError, Diagnostic, Location
 
 AGENTS_FILE = "agents.yaml"
 INTEGRATIONS_FILE = "integrations.yaml"
@@ -148,10 +148,9 @@ def data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path_, bool]:
     path: list[str | int] = []
     current = data
     for i, part in enumerate(loc):
-        if isinstance(current, dict) and part in current:
-            path.append(part)
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_dict or in_list:
             path.append(part)
             current = current[part]
         elif isinstance(current, dict) and i == len(loc) - 1 and isinstance(part, str):
@@ -243,10 +242,11 @@ def load_project(
         workflow_files[model.name] = path
         workflow_positions[model.name] = loaded[1]
 
-    if agents is not None and integrations is not None:
-        checker = _CrossChecker(c, agents, agents_data[1], integrations, integ_data[1], workflows, workflow_positions)
-        checker.run()
-        _check_env(c, agents, agents_data[1], integrations, integ_data[1], layers, env, strict)
+    # Cross-checks run on whatever validated, so one broken file does not hide the others' problems.
+    agent_pos = agents_data[1] if agents_data else PositionMap(AGENTS_FILE)
+    integ_positions = integ_data[1] if integ_data else PositionMap(INTEGRATIONS_FILE)
+    _CrossChecker(c, agents, agent_pos, integrations, integ_positions, workflows, workflow_positions).run()
+    _check_env(c, agents, agent_pos, integrations, integ_positions, layers, env, strict)
 
     errors = [d for d in c.diagnostics if d.severity == "error"]
     if errors or agents is None or integrations is None or settings is None:
@@ -269,9 +269,9 @@ def _order(d: Diagnostic) -> tuple[str, int, int]:
 
 def _check_env(
     c: _Collector,
-    agents: AgentsFile,
+    agents: AgentsFile | None,
     agent_pos: PositionMap,
-    integrations: IntegrationsFile,
+    integrations: IntegrationsFile | None,
     integ_pos: PositionMap,
     layers: SettingsLayers,
     env: Mapping[str, str],
@@ -279,8 +279,8 @@ def _check_env(
 ) -> None:
     severity = "error" if strict else "warning"
     items: list[tuple[Any, PositionMap, Path_]] = [
-        (a, agent_pos, ("agents", i)) for i, a in enumerate(agents.agents)
-    ] + [(x, integ_pos, ("integrations", i)) for i, x in enumerate(integrations.integrations)]
+        (a, agent_pos, ("agents", i)) for i, a in enumerate(agents.agents if agents else [])
+    ] + [(x, integ_pos, ("integrations", i)) for i, x in enumerate(integrations.integrations if integrations else [])]
     for model, positions, path in items:
         if not model.enabled:
             continue
@@ -313,7 +313,7 @@ def _find_ref(positions: PositionMap, base: Path_, data: Any, name: str) -> Loca
 
 
 # --- cross references -------------------------------------------------------------------------------------
-TEMPLATE_FIELDS = ("params", "value", "data", "query", "headers", "json", "inputs")
+TEMPLATE_FIELDS = ("params", "value", "data", "path", "query", "headers", "json", "inputs")
 
 
 @dataclass
@@ -327,9 +327,9 @@ class _CrossChecker:
     def __init__(
         self,
         c: _Collector,
-        agents: AgentsFile,
+        agents: AgentsFile | None,
         agent_pos: PositionMap,
-        integrations: IntegrationsFile,
+        integrations: IntegrationsFile | None,
         integ_pos: PositionMap,
         workflows: dict[str, WorkflowFile],
         wf_pos: dict[str, PositionMap],
@@ -341,14 +341,17 @@ class _CrossChecker:
         self.integ_pos = integ_pos
         self.workflows = workflows
         self.wf_pos = wf_pos
-        self.agent_ids = {a.id: a for a in agents.agents}
-        self.integration_ids = {i.id: i for i in integrations.integrations}
-        self.capabilities = {cap for a in agents.agents for cap in a.capabilities}
+        # None when that file itself failed: references into it are then not checked
+        self.agent_ids = {a.id: a for a in agents.agents} if agents else None
+        self.integration_ids = {i.id: i for i in integrations.integrations} if integrations else None
+        self.capabilities = {cap for a in agents.agents for cap in a.capabilities} if agents else None
 
     def run(self) -> None:
-        self._duplicates(self.agents.agents, self.agent_pos, "agents", "agent")
-        self._duplicates(self.integrations.integrations, self.integ_pos, "integrations", "integration")
-        for i, agent in enumerate(self.agents.agents):
+        agent_list = self.agents.agents if self.agents else []
+        self._duplicates(agent_list, self.agent_pos, "agents", "agent")
+        if self.integrations:
+            self._duplicates(self.integrations.integrations, self.integ_pos, "integrations", "integration")
+        for i, agent in enumerate(agent_list):
             if isinstance(agent, BuiltinAgent) and agent.implementation not in BUILTIN_AGENTS:
                 where = ("agents", i, "builtin") if agent.builtin else ("agents", i, "id")
                 self.c.add(
@@ -464,7 +467,7 @@ class _CrossChecker:
             if value is not None and not (attr == "inputs" and step.type != "sub_workflow"):
                 self._templates(pos, (*path, key), value, scope, names)
         kind = step.type
-        if kind in ("agent_call", "consensus"):
+        if kind in ("agent_call", "consensus") and self.agent_ids is not None and self.capabilities is not None:
             agents = step.agents if isinstance(step, ConsensusStep) else ([step.agent] if step.agent else [])
             for a, agent_id in enumerate(agents):
                 where = (*path, "agents", a) if isinstance(step, ConsensusStep) else (*path, "agent")
@@ -477,7 +480,8 @@ class _CrossChecker:
                 self._err(pos, (*path, "capability"), f"no agent provides capability '{step.capability}'"
                           + _hint(step.capability, self.capabilities))
         elif kind in ("api_call", "database_operation"):
-            self._integration_step(pos, path, step)
+            if self.integration_ids is not None:
+                self._integration_step(pos, path, step)
         elif kind == "condition":
             if step.condition is not None:
                 self._condition(pos, (*path, "condition"), step.condition, scope, names)
@@ -496,6 +500,7 @@ class _CrossChecker:
                 self._call_inputs(pos, path, target, step.inputs)
 
     def _integration_step(self, pos: PositionMap, path: Path_, step: Any) -> None:
+        assert self.integration_ids is not None
         integration = self.integration_ids.get(step.integration)
         where = (*path, "integration")
         if integration is None:
