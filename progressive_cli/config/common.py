@@ -66,6 +66,34 @@ ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case id: letters, digits, - and _")]
 
 
+def kind_of(value: Any) -> str:
+    """How a YAML value's type reads in a message."""
+    names = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+             dict: "a mapping", type(None): "nothing (null)"}
+    return names.get(type(value), type(value).__name__)
+
+
+def error_message(err: Any) -> str:
+    """A pydantic error as an operator would want to read it."""
+    kind, message, ctx = err["type"], str(err["msg"]), err.get("ctx") or {}
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"expected a mapping, got {kind_of(err.get('input'))}"
+    if kind == "list_type":
+        return f"expected a list, got {kind_of(err.get('input'))}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}; got {err.get('input')!r}"
+    if kind == "union_tag_invalid":
+        return (f"unknown {str(ctx.get('discriminator', 'type')).strip(chr(39))} '{ctx.get('tag')}'; "
+                f"expected one of: {ctx.get('expected_tags', '')}")
+    if kind == "union_tag_not_found":
+        return f"missing {ctx.get('discriminator', 'type')} (one of: {ctx.get('expected_tags', '')})"
+    if kind == "missing":
+        return "required"
+    return message
+
+
 def _rebuild(err: Any) -> InitErrorDetails:
     # Keep the message as rendered; braces would be read as a template by PydanticCustomError.
     message = str(err["msg"]).replace("{", "{{").replace("}", "}}")

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from progressive_cli.config.common import error_message
 from progressive_cli.config.secrets import ENV_REF
 from progressive_cli.config.settings import Settings
 from progressive_cli.config.yamlpos import PositionMap, field_name
@@ -120,7 +121,7 @@ def build_settings(
             problems.append(Diagnostic(positions.locate(()), "expected a mapping at the top level"))
         else:
             for key, value in _flatten(file_data).items():
-                line, col = positions.values.get(key, positions.keys.get(key, (0, 0)))
+                line, col = positions.keys.get(key, positions.values.get(key, (0, 0)))
                 user[key] = (value, Source("file", f"{positions.file}:{line}:{col}"))
 
     def known(key: Key, where: Location, spelled: str) -> bool:
@@ -157,7 +158,7 @@ def build_settings(
             loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
             source = next((user[loc[:i]][1] for i in range(len(loc), 0, -1) if loc[:i] in user), None)
             where = source.location() if source else Location(positions.file if positions else "progressive.yaml")
-            message = str(err["msg"]).removeprefix("Value error, ")
+            message = error_message(err)
             problems.append(Diagnostic(where, f"{field_name(tuple(err['loc']))}: {message}"))
         return None, layers, problems
     return settings, layers, problems

@@ -18,6 +18,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # entry-point scan
 from pydantic import BaseModel, ValidationError
 
 from progressive_cli.config import cron
+from progressive_cli.config.common import error_message, kind_of  # noqa: E402
 from progressive_cli.config.agents import BUILTIN_AGENTS, AgentsFile, BuiltinAgent
 from progressive_cli.config.integrations import (
     DATABASE_OPERATIONS,
@@ -123,7 +124,7 @@ class _Collector:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            self.add(positions.locate(()), f"expected a mapping at the top level, got {_kind(data)}")
+            self.add(positions.locate(()), f"expected a mapping at the top level, got {kind_of(data)}")
             return None
         try:
             return cls.model_validate(data)
@@ -132,12 +133,6 @@ class _Collector:
                 location, message = describe_error(err, data, positions)
                 self.add(location, message)
             return None
-
-
-def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
 
 
 def data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path_, bool]:
@@ -170,26 +165,12 @@ def describe_error(err: Mapping[str, Any], data: Any, positions: PositionMap) ->
     if kind == "missing" and absent:
         parent = path[:-1]
         return positions.locate(parent), f"{field_name(parent)}: missing required key '{path[-1]}'"
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        tag = str(ctx.get("discriminator", "'type'")).strip("'")
-        expected = ctx.get("expected_tags", "")
-        if kind == "union_tag_not_found":
-            return positions.locate(path), f"{field_name(path)}: missing '{tag}' (one of: {expected})"
-        value_path = (*path, tag)
-        return (
-            positions.locate(value_path),
-            f"{field_name(value_path)}: unknown {tag} '{ctx.get('tag')}'; expected one of: {expected}",
-        )
-    if kind == "value_error":
-        message = message.removeprefix("Value error, ")
-    elif kind == "model_type" or kind == "dict_type":
-        message = f"expected a mapping, got {_kind(err.get('input'))}"
-    elif kind == "list_type":
-        message = f"expected a list, got {_kind(err.get('input'))}"
-    elif kind == "literal_error":
-        message = f"must be one of {ctx.get('expected', '')}; got {err.get('input')!r}"
-    elif kind == "string_pattern_mismatch" and path and path[-1] in ("id", "name", "as", "output"):
+    if kind == "union_tag_invalid":  # point at the bad `type:`/`kind:` value itself
+        path = (*path, str(ctx.get("discriminator", "'type'")).strip("'"))
+    if kind == "string_pattern_mismatch" and path and path[-1] in ("id", "name", "as", "output"):
         message = "must be a lower-case id (letters, digits, '-' and '_', starting with a letter)"
+    else:
+        message = error_message(err)
     return positions.locate(path), f"{field_name(path)}: {message}"
 
 
@@ -373,8 +354,9 @@ class _CrossChecker:
             else:
                 seen[item.id] = i
 
-    def _err(self, positions: PositionMap, path: Path_, message: str, severity: str = "error") -> None:
-        self.c.add(positions.locate(path), f"{field_name(path)}: {message}", severity)
+    def _err(self, pos: PositionMap, path: Path_, message: str, severity: str = "error", *,
+             key: bool = False) -> None:
+        self.c.add(pos.locate(path, key=key), f"{field_name(path)}: {message}", severity)
 
     # -- workflows
     def _walk(self, steps: list[Any], path: Path_, scope: frozenset[str]) -> Iterator[_StepInfo]:
@@ -452,7 +434,7 @@ class _CrossChecker:
         for key in given:
             if key not in wf.inputs:
                 self._err(pos, (*path, "inputs", key), f"workflow '{wf.name}' has no input '{key}'"
-                          + _hint(key, wf.inputs))
+                          + _hint(key, wf.inputs), key=True)
         for key, spec in wf.inputs.items():
             if spec.required and spec.default is None and key not in given:
                 self._err(pos, path, f"workflow '{wf.name}' needs input '{key}'")

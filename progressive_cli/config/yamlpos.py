@@ -24,6 +24,9 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 
 Path_ = tuple[str | int, ...]
 
+_COLLECTION_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("map", "seq", "omap", "pairs", "set")
+)
 MAX_NODES = 200_000  # expanded values per file: stops alias bombs ("billion laughs")
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -135,6 +138,9 @@ class _Builder:
             line, col = self._mark(node)
             raise _error(self.positions.file, line, col, "document expands to too many values (alias bomb?)")
         self.positions.values.setdefault(path, self._mark(node))
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
+            line, col = self._mark(node)
+            raise _error(self.positions.file, line, col, f"unsupported YAML tag '{node.tag}'")
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
