@@ -231,6 +231,13 @@ def fmt_table(headers: list[str], rows: list[list[str]], right: set[int]) -> str
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+def _busy(report: dict[str, object]) -> bool:
+    """Heuristic: something else was using the CPU (the benchmark itself adds about 1 to the load)."""
+    cores: int = report["cpu_count"] or 1  # type: ignore[assignment]
+    before, after = report["loadavg_1min_before"], report["loadavg_1min_after"]
+    return (before is not None and before > cores / 2) or (after is not None and after > cores - 0.5)  # type: ignore[operator]
+
+
 def render(report: dict[str, object], top: int) -> str:
     timings: dict[str, dict[str, object]] = report["timings"]  # type: ignore[assignment]
     imports: dict[str, dict[str, object]] = report["imports"]  # type: ignore[assignment]
@@ -239,6 +246,8 @@ def render(report: dict[str, object], top: int) -> str:
         f"{report['cpu_count']} cores  {report['runs']} runs/command (+1 priming, +{report['warmup']} warm-up), "
         "round-robin",
         f"bytecode: {report['bytecode']}",
+        f"load average (1 min) before/after: {report['loadavg_1min_before']} / {report['loadavg_1min_after']}"
+        + ("  -- machine was busy, figures are inflated" if _busy(report) else ""),
         "",
     ]
     rows = []
@@ -284,6 +293,14 @@ def render(report: dict[str, object], top: int) -> str:
     return "\n".join(out)
 
 
+def _loadavg() -> float | None:
+    """1-minute load average (None where the OS has none): a busy machine inflates every figure."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="timed runs per command (default 20)")
@@ -305,11 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     progress = sys.stderr.isatty()
     if progress:
         print(f"timing {len(COMMANDS)} commands x {args.runs} runs ...", file=sys.stderr)
+    load_before = _loadavg()
     with tempfile.TemporaryDirectory(prefix="progressive-bench-pycache-") as tmp:
         prefix = tmp if args.bytecode == "cached" else None
         timings = summarise(measure(child_env(prefix), args.runs, args.warmup, progress))
         profile_env = child_env(prefix, importtime=True)
         imports = {name: import_profile(name, cmd, profile_env, args.top) for name, cmd in COMMANDS.items()}
+    load_after = _loadavg()
     if args.bytecode == "cached":
         bytecode = "cached (private PYTHONPYCACHEPREFIX, filled by a priming round)"
     elif os.environ.get("PYTHONDONTWRITEBYTECODE"):
@@ -322,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         "executable": PYTHON,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "loadavg_1min_before": load_before,
+        "loadavg_1min_after": load_after,
         "cwd": str(REPO_ROOT),
         "runs": args.runs,
         "warmup": args.warmup,

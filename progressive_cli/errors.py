@@ -7,8 +7,17 @@ code base decides exit codes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+
+
+def one_line(text: str) -> str:
+    """Escape control characters so a message stays on one line of a terminal or log."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 class ExitCode(IntEnum):
@@ -64,7 +73,7 @@ class Diagnostic:
 
     def __str__(self) -> str:
         tag = "" if self.severity == "error" else f"{self.severity}: "
-        return f"{self.location}: {tag}{self.message}"
+        return one_line(f"{self.location}: {tag}{self.message}")
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -86,7 +95,7 @@ class ProgressiveError(Exception):
         self.message = message
 
     def lines(self) -> list[str]:
-        return [f"error: {self.message}"]
+        return [one_line(f"error: {self.message}")]
 
 
 @dataclass

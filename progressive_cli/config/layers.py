@@ -157,7 +157,12 @@ def build_settings(
         for err in exc.errors(include_url=False):
             loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
             source = next((user[loc[:i]][1] for i in range(len(loc), 0, -1) if loc[:i] in user), None)
-            where = source.location() if source else Location(positions.file if positions else "progressive.yaml")
+            if source is None:  # the error is on a mapping whose leaves were set: blame the first of them
+                source = next((src for key, (_, src) in user.items() if key[: len(loc)] == loc), None)
+            if source is not None:
+                where = source.location()
+            else:
+                where = positions.locate(loc, key=True) if positions else Location("progressive.yaml")
             message = error_message(err)
             problems.append(Diagnostic(where, f"{field_name(tuple(err['loc']))}: {message}"))
         return None, layers, problems

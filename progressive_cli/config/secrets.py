@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _ANY_REF = re.compile(r"\$\{[^}]*\}?")
 MASK = "***"
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#\s@]*:)(?P<pw>[^@/?#\s]+)(?=@)")
 MIN_SECRET_LEN = 4  # shorter values would mask ordinary text such as "1" or "true"
 
 
@@ -78,15 +79,16 @@ class Redactor:
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
     def redact(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None or not text:
+        """Mask every registered secret and the password of any URL (``scheme://user:***@host``)."""
+        if not text:
             return text
-        return pattern.sub(MASK, text)
+        if "://" in text:
+            text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None else text
 
     def redact_data(self, data: Any) -> Any:
         """Redact every string inside JSON-like data, keys included."""
-        if self._pattern is None:
-            return data
         if isinstance(data, str):
             return self.redact(data)
         if isinstance(data, Mapping):

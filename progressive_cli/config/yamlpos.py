@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import json
+import re
+
 import yaml
 
 from progressive_cli.errors import ConfigError, Diagnostic, Location
@@ -27,6 +30,7 @@ Path_ = tuple[str | int, ...]
 _COLLECTION_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}" for name in ("map", "seq", "omap", "pairs", "set")
 )
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
 MAX_NODES = 200_000  # expanded values per file: stops alias bombs ("billion laughs")
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -58,7 +62,12 @@ def field_name(path: Path_) -> str:
     """``("steps", 0, "params", "x")`` -> ``steps[0].params.x``, for messages."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{json.dumps(str(part))}]"
+        else:
+            out += f".{part}" if out else str(part)
     return out or "(top level)"
 
 
