@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
 

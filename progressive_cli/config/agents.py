@@ -6,8 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from progressive_cli.config.common import Duration, Identifier, Model
-from progressive_cli.config.secrets import EnvStr
+from progressive_cli.config.common import Duration, EnvStr, Identifier, Model
 
 BUILTIN_AGENTS: dict[str, tuple[str, ...]] = {
     # implementation name -> the capabilities it provides (seed: MCA Core Integration Engine)

@@ -7,6 +7,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -16,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from progressive_cli.config.secrets import ENV_REF
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -61,6 +64,26 @@ Duration = Annotated[
     }),
 ]
 """Seconds as a float; written in YAML as ``30s``, ``5m``, ``1h30m``, ``500ms`` or a number."""
+
+_ANY_REF = re.compile(r"\$\{[^}]*\}?")
+
+
+def _check_refs(value: str) -> str:
+    for match in _ANY_REF.finditer(value):
+        if not ENV_REF.fullmatch(match.group(0)):
+            raise ValueError(
+                f"'{match.group(0)}' is not a valid reference; write secrets as ${{env:NAME}}"
+            )
+    return value
+
+
+EnvStr = Annotated[
+    str,
+    AfterValidator(_check_refs),
+    Field(description="text; may contain ${env:NAME} references, resolved at run time and redacted"),
+]
+"""A string that may embed ``${env:NAME}`` references."""
+
 
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case id: letters, digits, - and _")]

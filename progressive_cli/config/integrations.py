@@ -6,8 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from progressive_cli.config.common import Duration, Identifier, Model
-from progressive_cli.config.secrets import EnvStr
+from progressive_cli.config.common import Duration, EnvStr, Identifier, Model
 
 ERROR_KINDS = ("API_ERROR", "RATE_LIMITED", "CIRCUIT_BREAKER_OPEN", "NETWORK_ERROR", "TIMEOUT")
 ErrorKind = Literal["API_ERROR", "RATE_LIMITED", "CIRCUIT_BREAKER_OPEN", "NETWORK_ERROR", "TIMEOUT"]

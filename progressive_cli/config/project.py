@@ -18,8 +18,8 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # entry-point scan
 from pydantic import BaseModel, ValidationError
 
 from progressive_cli.config import cron
-from progressive_cli.config.common import error_message, kind_of  # noqa: E402
 from progressive_cli.config.agents import BUILTIN_AGENTS, AgentsFile, BuiltinAgent
+from progressive_cli.config.common import error_message, kind_of
 from progressive_cli.config.integrations import (
     DATABASE_OPERATIONS,
     HttpIntegration,

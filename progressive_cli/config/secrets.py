@@ -13,12 +13,9 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
-
-from pydantic import AfterValidator, Field
+from typing import Any
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-_ANY_REF = re.compile(r"\$\{[^}]*\}?")
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#\s@]*:)(?P<pw>[^@/?#\s]+)(?=@)")
 MIN_SECRET_LEN = 4  # shorter values would mask ordinary text such as "1" or "true"
@@ -28,23 +25,6 @@ class MissingSecretError(LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"environment variable {name} is not set")
         self.name = name
-
-
-def _check_refs(value: str) -> str:
-    for match in _ANY_REF.finditer(value):
-        if not ENV_REF.fullmatch(match.group(0)):
-            raise ValueError(
-                f"'{match.group(0)}' is not a valid reference; write secrets as ${{env:NAME}}"
-            )
-    return value
-
-
-EnvStr = Annotated[
-    str,
-    AfterValidator(_check_refs),
-    Field(description="text; may contain ${env:NAME} references, resolved at run time and redacted"),
-]
-"""A string that may embed ``${env:NAME}`` references."""
 
 
 def env_refs(value: Any) -> list[str]:

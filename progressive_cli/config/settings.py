@@ -6,8 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from progressive_cli.config.common import Duration, Model
-from progressive_cli.config.secrets import EnvStr
+from progressive_cli.config.common import Duration, EnvStr, Model
 
 
 class StateSettings(Model):

@@ -9,12 +9,11 @@ diagnostic.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import json
-import re
 
 import yaml
 

@@ -28,8 +28,9 @@ def test_help_lists_commands_and_exit_codes(cli) -> None:
 
 
 def test_every_command_has_help(cli) -> None:
-    from progressive_cli.cli.main import app
     from typer.main import get_command
+
+    from progressive_cli.cli.main import app
 
     group = get_command(app)
     seen = 0

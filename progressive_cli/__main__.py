@@ -1,0 +1,3 @@
+from progressive_cli.cli.main import main
+
+main()
