@@ -24,6 +24,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ MAX_INT_BITS = 4096
 MAX_EXPONENT = 1000
 MAX_SOURCE = 4096
 MAX_DEPTH = 64
+MAX_BUILD = 4 * MAX_LEN  # items and characters one evaluation may build in total
 
 
 class ExpressionError(ValueError):
@@ -51,12 +53,55 @@ class ExpressionError(ValueError):
 
 _MISSING = object()
 
+# What is left of MAX_BUILD in the evaluation running in this thread/task (None outside one).
+_BUDGET: ContextVar[list[int] | None] = ContextVar("expression_budget", default=None)
+
 
 def _length_ok(value: Any) -> Any:
-    if isinstance(value, str | list | tuple | dict) and len(value) > MAX_LEN:
-        raise ExpressionError(f"result is longer than {MAX_LEN} items")
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+    if isinstance(value, str | list | tuple | dict):
+        if len(value) > MAX_LEN:
+            raise ExpressionError(f"result is longer than {MAX_LEN} items")
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget[0] -= len(value)
+            if budget[0] < 0:
+                raise ExpressionError(f"expression builds more than {MAX_BUILD} items in total")
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
         raise ExpressionError("integer result is too large")
+    elif isinstance(value, complex):
+        raise ExpressionError("result is not a real number")
+    return value
+
+
+def _text_size(value: Any, limit: int) -> int:
+    """A lower bound on how long ``value`` is as JSON text, counting shared parts each time they
+    appear (``[s] * 1000`` is a thousand copies of ``s`` once serialized). Stops once past ``limit``."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, Mapping):
+            total += 2 + 2 * len(item)
+            for k, v in item.items():
+                stack.append(k)
+                stack.append(v)
+                if len(stack) > limit:
+                    break
+        elif isinstance(item, list | tuple):
+            total += 2 + len(item)
+            stack.extend(item[: limit + 1])
+        elif isinstance(item, int) and not isinstance(item, bool):
+            total += (max(item.bit_length(), 1) - 1) * 3 // 10 + 1
+        else:
+            total += 1
+    return total
+
+
+def _text_ok(value: Any, limit: int = MAX_LEN) -> Any:
+    if isinstance(value, Mapping | list | tuple) and _text_size(value, limit) > limit:
+        raise ExpressionError(f"result is longer than {limit} characters as text")
     return value
 
 
@@ -82,29 +127,38 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _numeric(op: Callable[[Any, Any], Any], a: Any, b: Any, sym: str) -> Any:
+    _num(a, sym)
+    _num(b, sym)
+    try:
+        return _length_ok(op(a, b))
+    except OverflowError:  # e.g. 10**400 * 1.5: the integer does not fit a float
+        raise ExpressionError(f"{sym}: number out of range") from None
+
+
 def _add(a: Any, b: Any) -> Any:
     if isinstance(a, str) and isinstance(b, str):
         return _length_ok(a + b)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return _length_ok([*a, *b])
     if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return {**a, **b}
-    return _length_ok(_num(a, "+") + _num(b, "+"))
+        return _length_ok({**a, **b})
+    return _numeric(operator.add, a, b, "+")
 
 
 def _mul(a: Any, b: Any) -> Any:
     if isinstance(a, str | list) and isinstance(b, int) and not isinstance(b, bool):
         if len(a) * max(b, 0) > MAX_LEN:
             raise ExpressionError(f"result is longer than {MAX_LEN} items")
-        return a * b
-    return _length_ok(_num(a, "*") * _num(b, "*"))
+        return _length_ok(a * b)
+    return _numeric(operator.mul, a, b, "*")
 
 
 def _div(op: Callable[[Any, Any], Any], sym: str) -> Callable[[Any, Any], Any]:
     def run(a: Any, b: Any) -> Any:
         if _num(b, sym) == 0:
             raise ExpressionError("division by zero")
-        return op(_num(a, sym), b)
+        return _numeric(op, a, b, sym)
 
     return run
 
@@ -113,14 +167,19 @@ def _pow(a: Any, b: Any) -> Any:
     _num(a, "**")
     if abs(_num(b, "**")) > MAX_EXPONENT:
         raise ExpressionError(f"exponent larger than {MAX_EXPONENT}")
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and (a.bit_length() - 1) * b > MAX_INT_BITS:
+        raise ExpressionError("integer result is too large")  # refuse before spending the CPU
     try:
-        return _length_ok(a**b)
+        result = a**b
     except (OverflowError, ZeroDivisionError) as exc:
         raise ExpressionError(f"** failed: {exc}") from None
+    if isinstance(result, complex):
+        raise ExpressionError("** of a negative number to a fractional power has no real result")
+    return _length_ok(result)
 
 
 def _arith(op: Callable[[Any, Any], Any], sym: str) -> Callable[[Any, Any], Any]:
-    return lambda a, b: _length_ok(op(_num(a, sym), _num(b, sym)))
+    return lambda a, b: _numeric(op, a, b, sym)
 
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
@@ -177,7 +236,26 @@ def _default(value: Any, fallback: Any = "") -> Any:
 def _join(items: Any, sep: str = ",") -> str:
     if not isinstance(items, list | tuple):
         raise ExpressionError(f"join needs a list, got {type_name(items)}")
-    return _length_ok(str(sep).join(to_text(i) for i in items))
+    sep = str(sep)
+    if len(sep) * (len(items) - 1) > MAX_LEN or _text_size(items, 3 * MAX_LEN) > 3 * MAX_LEN:
+        raise ExpressionError(f"result is longer than {MAX_LEN} characters")
+    return _length_ok(sep.join(to_text(i) for i in items))
+
+
+def _replace(text: str, old: str, new: str) -> str:
+    count = text.count(old) if old else len(text) + 1
+    if len(text) + count * (len(new) - len(old)) > MAX_LEN:  # check before building it
+        raise ExpressionError(f"result is longer than {MAX_LEN} characters")
+    return text.replace(old, new)
+
+
+def _unique(items: Sequence[Any]) -> list[Any]:
+    _text_ok(items, 4 * MAX_LEN)
+    return list({json.dumps(x, sort_keys=True, default=str): x for x in items}.values())
+
+
+def _tojson(value: Any) -> str:
+    return json.dumps(_text_ok(value), sort_keys=True, default=str)
 
 
 def _round(value: Any, ndigits: int = 0) -> Any:
@@ -235,6 +313,8 @@ def _length(value: Any) -> int:
 
 
 def _get(value: Any, key: Any, fallback: Any = None) -> Any:
+    if isinstance(key, str) and key.startswith("_"):
+        raise ExpressionError(f"keys starting with '_' are not readable: {key}")
     if isinstance(value, Mapping):
         return value.get(key, fallback)
     if isinstance(value, list | tuple) and isinstance(key, int) and -len(value) <= key < len(value):
@@ -265,7 +345,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "trim": _str_fn("trim", str.strip),
     "startswith": _str_fn("startswith", str.startswith),
     "endswith": _str_fn("endswith", str.endswith),
-    "replace": _str_fn("replace", lambda s, a, b: _length_ok(s.replace(a, b))),
+    "replace": _str_fn("replace", _replace),
     "split": _str_fn("split", lambda s, sep=",": s.split(sep)),
     "round": _round,
     "abs": lambda v: abs(_num(v, "abs")),
@@ -275,9 +355,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "max": _seq("max", max),
     "sum": _seq("sum", lambda xs: sum(_num(x, "sum") for x in xs)),
     "sort": _seq("sort", sorted),
-    "unique": _seq(
-        "unique", lambda xs: list({json.dumps(x, sort_keys=True, default=str): x for x in xs}.values())
-    ),
+    "unique": _seq("unique", _unique),
     "keys": _mapping_fn("keys", lambda m: list(m.keys())),
     "values": _mapping_fn("values", lambda m: list(m.values())),
     "items": _mapping_fn("items", lambda m: [[k, v] for k, v in m.items()]),
@@ -285,7 +363,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "float": _convert("float", float),
     "str": lambda v: to_text(v),
     "bool": lambda v: bool(v),
-    "tojson": lambda v: json.dumps(v, sort_keys=True, default=str),
+    "tojson": _tojson,
     "fromjson": _str_fn("fromjson", json.loads),
     "range": lambda *a: _range(*a),
 }
@@ -305,7 +383,7 @@ def to_text(value: Any) -> str:
         return str(int(value))
     if isinstance(value, int | float):
         return str(value)
-    return json.dumps(value, sort_keys=True, default=str)
+    return json.dumps(_text_ok(value), sort_keys=True, default=str)
 
 
 # --- compiler ------------------------------------------------------------------------------------------
@@ -318,6 +396,7 @@ class Expression:
     references: set[tuple[str, str | None]] = field(default_factory=set)
 
     def __call__(self, context: Context) -> Any:
+        token = _BUDGET.set([MAX_BUILD])
         try:
             return self.fn(context)
         except ExpressionError as exc:
@@ -326,18 +405,23 @@ class Expression:
             raise
         except RecursionError:
             raise ExpressionError("expression nests too deeply", self.source) from None
+        finally:
+            _BUDGET.reset(token)
 
 
 class _Compiler:
-    def __init__(self, source: str, roots: frozenset[str]) -> None:
+    def __init__(self, source: str, roots: frozenset[str], text: str = "", lead: int = 0) -> None:
         self.source = source
+        self.text = text.encode("utf-8", "surrogatepass")  # what was parsed, after `lead` characters
+        self.lead = lead
         self.roots = roots
         self.references: set[tuple[str, str | None]] = set()
         self.depth = 0
 
     def fail(self, node: ast.AST | None, message: str) -> ExpressionError:
-        offset = getattr(node, "col_offset", 0) if node is not None else 0
-        return ExpressionError(message, self.source, offset)
+        col = getattr(node, "col_offset", 0) if node is not None else 0  # in UTF-8 bytes
+        chars = len(self.text[:col].decode("utf-8", "ignore"))
+        return ExpressionError(message, self.source, self.lead + chars)
 
     def compile(self, node: ast.AST) -> Fn:
         self.depth += 1
@@ -355,9 +439,10 @@ class _Compiler:
         value = node.value
         if not isinstance(value, str | int | float | bool) and value is not None:
             raise self.fail(node, f"{type(value).__name__} literals are not allowed")
-        if isinstance(value, complex):  # pragma: no cover - excluded above
-            raise self.fail(node, "complex numbers are not allowed")
-        _length_ok(value)
+        try:
+            _length_ok(value)
+        except ExpressionError as exc:
+            raise self.fail(node, exc.message) from None
         return lambda ctx: value
 
     def _Name(self, node: ast.Name) -> Fn:
@@ -430,7 +515,7 @@ class _Compiler:
                     raise ExpressionError("slice bounds must be whole numbers")
                 if bounds[2] == 0:
                     raise ExpressionError("slice step cannot be zero")
-                return obj[slice(*bounds)]
+                return _length_ok(obj[slice(*bounds)])
 
             return load_slice
         index = self.compile(node.slice)
@@ -457,7 +542,7 @@ class _Compiler:
 
     def _List(self, node: ast.List) -> Fn:
         items = [self.compile(e) for e in node.elts]
-        return lambda ctx: [i(ctx) for i in items]
+        return lambda ctx: _length_ok([i(ctx) for i in items])
 
     _Tuple = _List
 
@@ -474,7 +559,7 @@ class _Compiler:
                 if not isinstance(key, str | int | float | bool) and key is not None:
                     raise ExpressionError(f"object keys must be strings or numbers, got {type_name(key)}")
                 out[key] = v(ctx)
-            return out
+            return _length_ok(out)
 
         return build
 
