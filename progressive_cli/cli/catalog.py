@@ -1,6 +1,5 @@
 """`agents`, `integrations` and `workflows`: list and show what the project declares."""
 
-from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any

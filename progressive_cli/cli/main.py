@@ -1,6 +1,5 @@
 """The ``progressive`` command: root options, sub-commands, and the one error-to-exit-code mapping."""
 
-from __future__ import annotations
 
 import os
 import sys

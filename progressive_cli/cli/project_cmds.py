@@ -1,6 +1,5 @@
 """Project-level commands: validate, schema, config show, init."""
 
-from __future__ import annotations
 
 import json
 import sys

@@ -1,8 +1,7 @@
 """agents.yaml: the agents the MCA routes to."""
 
-from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -31,7 +30,7 @@ class Heartbeat(Model):
     """Heartbeat age after which the agent is offline (the seed uses 60 s)."""
 
     @model_validator(mode="after")
-    def _ordered(self) -> Heartbeat:
+    def _ordered(self) -> Self:
         if not self.interval <= self.degraded_after <= self.offline_after:
             raise ValueError("heartbeat needs interval <= degraded_after <= offline_after")
         return self

@@ -1,6 +1,5 @@
 """Building blocks shared by every config model: the strict base model, durations, ids."""
 
-from __future__ import annotations
 
 import difflib
 import re

@@ -1,8 +1,7 @@
 """integrations.yaml: external HTTP APIs and databases."""
 
-from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -99,7 +98,7 @@ class Retry(Model):
     """Cap on a server's Retry-After."""
 
     @model_validator(mode="after")
-    def _delays(self) -> Retry:
+    def _delays(self) -> Self:
         if self.max_delay < self.initial_delay:
             raise ValueError("max_delay must be at least initial_delay")
         return self
@@ -138,7 +137,7 @@ class HttpIntegration(_IntegrationBase):
     health: HealthCheck | None = None
 
     @property
-    def timeouts(self) -> Timeouts:
+    def timeouts(self) -> "Timeouts":
         if isinstance(self.timeout, Timeouts):
             return self.timeout
         t = self.timeout
@@ -180,7 +179,7 @@ class VectorIntegration(_IntegrationBase):
     collection: str = "progressive"
 
     @model_validator(mode="after")
-    def _where(self) -> VectorIntegration:
+    def _where(self) -> Self:
         if (self.path is None) == (self.host is None):
             raise ValueError("a vector integration needs exactly one of 'path' or 'host'")
         return self

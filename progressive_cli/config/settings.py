@@ -1,6 +1,5 @@
 """progressive.yaml: runtime settings, layered default < file < PROGRESSIVE_* env < flags."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

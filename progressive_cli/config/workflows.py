@@ -6,9 +6,8 @@ Strings anywhere in ``params``, ``value``, ``data``, ``inputs`` and ``outputs`` 
 docs/workflows.md for the language.
 """
 
-from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -37,7 +36,7 @@ class RetryPolicy(Model):
     )
 
     @model_validator(mode="after")
-    def _delays(self) -> RetryPolicy:
+    def _delays(self) -> Self:
         if self.max_delay < self.initial_delay:
             raise ValueError("max_delay must be at least initial_delay")
         return self
@@ -54,10 +53,10 @@ class _StepBase(Model):
     retry: RetryPolicy | None = None
     on_error: OnError | None = None
     """fail (default) stops the run; continue records the error and goes on; fallback runs `fallback`."""
-    fallback: Step | None = None
+    fallback: "Step | None" = None
 
     @model_validator(mode="after")
-    def _fallback(self) -> _StepBase:
+    def _fallback(self) -> Self:
         if self.on_error == "fallback" and self.fallback is None:
             raise ValueError("on_error: fallback needs a 'fallback' step")
         if self.fallback is not None and self.on_error not in (None, "fallback"):
@@ -79,7 +78,7 @@ class AgentCallStep(_StepBase):
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _target(self) -> AgentCallStep:
+    def _target(self) -> Self:
         if (self.agent is None) == (self.capability is None):
             raise ValueError("an agent_call needs exactly one of 'agent' or 'capability'")
         return self
@@ -107,19 +106,19 @@ class DatabaseStep(_StepBase):
 
 class Branch(Model):
     when: Expr
-    steps: list[Step] = Field(min_length=1)
+    steps: list["Step"] = Field(min_length=1)
 
 
 class ConditionStep(_StepBase):
     type: Literal["condition"]
     condition: Expr | None = None
-    then: list[Step] = Field(default_factory=list)
-    else_: list[Step] = Field(default_factory=list, alias="else")
+    then: list["Step"] = Field(default_factory=list)
+    else_: list["Step"] = Field(default_factory=list, alias="else")
     branches: list[Branch] = Field(default_factory=list)
     """Switch form: the first branch whose `when` is true runs; `else` runs if none is."""
 
     @model_validator(mode="after")
-    def _form(self) -> ConditionStep:
+    def _form(self) -> Self:
         if self.condition is not None and self.branches:
             raise ValueError("use either 'condition' with 'then'/'else' or 'branches', not both")
         if self.condition is None and not self.branches:
@@ -131,7 +130,7 @@ class ConditionStep(_StepBase):
 
 class ParallelStep(_StepBase):
     type: Literal["parallel"]
-    branches: dict[Identifier, list[Step]] = Field(min_length=1)
+    branches: dict[Identifier, list["Step"]] = Field(min_length=1)
     join: Literal["fail_fast", "collect_all"] = "fail_fast"
     """fail_fast cancels the others when one branch fails; collect_all waits and reports each."""
 
@@ -142,7 +141,7 @@ class ForeachStep(_StepBase):
     as_: Identifier = Field("item", alias="as")
     """The name each item has inside the loop body (its position is `<as>_index`)."""
     concurrency: int = Field(1, ge=1, le=1000)
-    steps: list[Step] = Field(min_length=1)
+    steps: list["Step"] = Field(min_length=1)
 
 
 class WaitStep(_StepBase):
@@ -152,7 +151,7 @@ class WaitStep(_StepBase):
     """An ISO-8601 timestamp, or an expression giving one."""
 
     @model_validator(mode="after")
-    def _one(self) -> WaitStep:
+    def _one(self) -> Self:
         if (self.duration is None) == (self.until is None):
             raise ValueError("a wait step needs exactly one of 'duration' or 'until'")
         return self
@@ -180,7 +179,7 @@ class ConsensusStep(_StepBase):
     min_agents: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _who(self) -> ConsensusStep:
+    def _who(self) -> Self:
         if bool(self.agents) == (self.capability is not None):
             raise ValueError("a consensus step needs exactly one of 'agents' or 'capability'")
         return self
@@ -248,7 +247,7 @@ class WorkflowFile(Model):
     """Default error policy for steps that do not set one."""
     retry: RetryPolicy | None = None
     """Default retry policy for steps that do not set one."""
-    steps: list[Step] = Field(min_length=1)
+    steps: list["Step"] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -30,7 +30,12 @@ _COLLECTION_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}" for name in ("map", "seq", "omap", "pairs", "set")
 )
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
+_MAPPING_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:set"})
+_SEQUENCE_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs"})
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"
 MAX_NODES = 200_000  # expanded values per file: stops alias bombs ("billion laughs")
+MAX_DEPTH = 200  # nesting levels; libyaml stops at 1000, Python's stack sooner
 MAX_BYTES = 5 * 1024 * 1024
 
 
@@ -114,6 +119,8 @@ def load_yaml(text: str, display: str, *, allow_empty: bool = False) -> tuple[An
         raise _error(display, line, col, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:  # reader errors: control characters and the like
         raise _error(display, 1, 1, f"invalid YAML: {_first_line(exc)}") from None
+    except RecursionError:  # the pure-Python composer on very deep nesting
+        raise _error(display, 1, 1, "invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
@@ -121,7 +128,10 @@ def load_yaml(text: str, display: str, *, allow_empty: bool = False) -> tuple[An
             return None, positions
         raise _error(display, 1, 1, "file is empty; expected a YAML mapping")
     builder = _Builder(loader, positions)
-    data = builder.build(node, ())
+    try:
+        data = builder.build(node, ())
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps the builder well inside the stack
+        raise _error(display, 1, 1, "document nests too deeply") from None
     return data, positions
 
 
@@ -135,76 +145,136 @@ class _Builder:
         self.loader = loader
         self.positions = positions
         self.count = 0
-        self.active: set[int] = set()
+        self.depth = 0
+        self.active: set[int] = set()  # collections being built: an alias back into one is recursive
+        self.merging: set[int] = set()
+        self.merged: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
 
     def _mark(self, node: yaml.Node) -> tuple[int, int]:
         return node.start_mark.line + 1, node.start_mark.column + 1
 
-    def build(self, node: yaml.Node, path: Path_) -> Any:
-        self.count += 1
+    def _fail(self, node: yaml.Node, message: str) -> ConfigError:
+        return _error(self.positions.file, *self._mark(node), message)
+
+    def _tally(self, node: yaml.Node, n: int = 1) -> None:
+        self.count += n
         if self.count > MAX_NODES:
-            line, col = self._mark(node)
-            raise _error(self.positions.file, line, col, "document expands to too many values (alias bomb?)")
+            raise self._fail(node, "document expands to too many values (alias bomb?)")
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self._tally(node)
         self.positions.values.setdefault(path, self._mark(node))
-        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
-            line, col = self._mark(node)
-            raise _error(self.positions.file, line, col, f"unsupported YAML tag '{node.tag}'")
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            if id(node) in self.active:
-                raise _error(self.positions.file, *self._mark(node), "recursive YAML alias")
-            self.active.add(id(node))
-            try:
-                return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-            finally:
-                self.active.discard(id(node))
-        return self._scalar(node)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node)
+        if node.tag not in (_MAPPING_TAGS if isinstance(node, yaml.MappingNode) else _SEQUENCE_TAGS):
+            raise self._fail(node, f"unsupported YAML tag '{node.tag}' on a {node.id}")
+        if id(node) in self.active:
+            raise self._fail(node, "recursive YAML alias")
+        if self.depth >= MAX_DEPTH:
+            raise self._fail(node, f"nested more than {MAX_DEPTH} levels deep")
+        self.active.add(id(node))
+        self.depth += 1
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        finally:
+            self.depth -= 1
+            self.active.discard(id(node))
 
     def _scalar(self, node: yaml.Node) -> Any:
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            line, col = self._mark(node)
-            raise _error(self.positions.file, line, col, f"invalid value: {_problem(exc)}") from None
-        except (ValueError, OverflowError) as exc:  # e.g. an impossible !!timestamp
-            line, col = self._mark(node)
-            raise _error(self.positions.file, line, col, f"invalid value: {exc}") from None
+            raise self._fail(node, f"invalid value: {_problem(exc)}") from None
+        except (ValueError, OverflowError, LookupError, AttributeError, TypeError) as exc:
+            # PyYAML's scalar constructors fail this way on e.g. `!!bool maybe`, `!!int ''`, `!!timestamp x`
+            raise self._fail(node, f"invalid value {node.value!r} for tag '{node.tag}'"
+                             + (f": {exc}" if isinstance(exc, ValueError) else "")) from None
+
+    def _key(self, key_node: yaml.Node) -> Any:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise self._fail(key_node, "mapping keys must be plain scalars")
+        if key_node.tag == _VALUE_TAG:  # a `=` key, as PyYAML reads it
+            return key_node.value
+        key = self._scalar(key_node)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            key = str(key)
+        if isinstance(key, bool) or key is None:
+            # YAML 1.1 reads `on`/`yes`/`null` keys as booleans/None: keep the text the user wrote
+            key = key_node.value
+        return key
+
+    def _split(self, node: yaml.MappingNode) -> tuple[list[tuple[yaml.Node, yaml.Node]],
+                                                      list[tuple[yaml.Node, yaml.Node]]]:
+        """The pairs written in ``node``, and those its ``<<`` merge keys bring in, in the order
+        that decides which wins: written keys first, then each merged mapping in the order listed."""
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        sources: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                own.append((key_node, value_node))
+            elif isinstance(value_node, yaml.MappingNode):
+                sources.append(value_node)
+            elif isinstance(value_node, yaml.SequenceNode):
+                for item in value_node.value:
+                    if not isinstance(item, yaml.MappingNode):
+                        raise self._fail(item, f"invalid merge key: expected a mapping to merge, found {item.id}")
+                    sources.append(item)
+            else:
+                raise self._fail(value_node, "invalid merge key: expected a mapping or list of mappings to "
+                                 f"merge, found {value_node.id}")
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        seen: set[int] = set()
+        for source in sources:
+            if source.tag not in _MAPPING_TAGS:
+                raise self._fail(source, f"unsupported YAML tag '{source.tag}'")
+            for pair in self._merged_pairs(source):
+                if id(pair[0]) not in seen:  # the same anchor merged twice brings its keys once
+                    seen.add(id(pair[0]))
+                    merged.append(pair)
+        return own, merged
+
+    def _merged_pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+        cached = self.merged.get(id(node))
+        if cached is not None:
+            return cached
+        if id(node) in self.merging or len(self.merging) >= MAX_DEPTH:
+            raise self._fail(node, "recursive YAML merge" if id(node) in self.merging
+                             else f"merges nested more than {MAX_DEPTH} levels deep")
+        self.merging.add(id(node))
+        try:
+            own, merged = self._split(node)
+        finally:
+            self.merging.discard(id(node))
+        pairs = own + merged
+        self._tally(node, len(pairs))
+        self.merged[id(node)] = pairs
+        return pairs
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
-        if id(node) in self.active:
-            raise _error(self.positions.file, *self._mark(node), "recursive YAML alias")
-        self.active.add(id(node))
-        try:
-            try:
-                self.loader.flatten_mapping(node)  # resolves `<<` merge keys in place
-            except yaml.YAMLError as exc:
-                line, col = self._mark(node)
-                raise _error(self.positions.file, line, col, f"invalid merge key: {_problem(exc)}") from None
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    line, col = self._mark(key_node)
-                    raise _error(self.positions.file, line, col, "mapping keys must be plain scalars")
-                key = self._scalar(key_node)
-                if not isinstance(key, str | int | float | bool) and key is not None:
-                    key = str(key)
-                if isinstance(key, bool) or key is None:
-                    # YAML 1.1 reads `on`/`yes`/`null` keys as booleans/None: keep the text the user wrote
-                    key = key_node.value
-                if key in result:
-                    line, col = self._mark(key_node)
-                    first = self.positions.keys.get((*path, key), (0, 0))[0]
-                    self.positions.problems.append(
-                        Diagnostic(Location(self.positions.file, line, col),
-                                   f"duplicate key '{key}' (first at line {first})")
-                    )
-                    continue
-                self.positions.keys[(*path, key)] = self._mark(key_node)
-                result[key] = self.build(value_node, (*path, key))
-            return result
-        finally:
-            self.active.discard(id(node))
+        own_pairs, merged_pairs = self._split(node)
+        own: dict[Any, Any] = {}
+        for key_node, value_node in own_pairs:
+            key = self._key(key_node)
+            if key in own:
+                first = self.positions.keys.get((*path, key), (0, 0))[0]
+                line, col = self._mark(key_node)
+                self.positions.problems.append(
+                    Diagnostic(Location(self.positions.file, line, col),
+                               f"duplicate key '{key}' (first at line {first})")
+                )
+                continue
+            self.positions.keys[(*path, key)] = self._mark(key_node)
+            own[key] = self.build(value_node, (*path, key))
+        inherited: dict[Any, Any] = {}
+        for key_node, value_node in merged_pairs:
+            key = self._key(key_node)
+            if key in own or key in inherited:  # written keys override merged ones; the first merge wins
+                continue
+            self.positions.keys[(*path, key)] = self._mark(key_node)
+            inherited[key] = self.build(value_node, (*path, key))
+        return {**inherited, **own}
 
 
 def _problem(exc: yaml.YAMLError) -> str:

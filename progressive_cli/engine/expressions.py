@@ -39,6 +39,7 @@ MAX_EXPONENT = 1000
 MAX_SOURCE = 4096
 MAX_DEPTH = 64
 MAX_BUILD = 4 * MAX_LEN  # items and characters one evaluation may build in total
+MAX_TEXT = 10 * MAX_LEN  # longest a list built with * may be once written out (it repeats references)
 
 
 class ExpressionError(ValueError):
@@ -150,6 +151,9 @@ def _mul(a: Any, b: Any) -> Any:
     if isinstance(a, str | list) and isinstance(b, int) and not isinstance(b, bool):
         if len(a) * max(b, 0) > MAX_LEN:
             raise ExpressionError(f"result is longer than {MAX_LEN} items")
+        if isinstance(a, list) and b > 1 and _text_size(a, MAX_TEXT // b) * b > MAX_TEXT:
+            # [big] * n shares one `big` n times: cheap to build, but n copies once serialized
+            raise ExpressionError(f"result is longer than {MAX_TEXT} characters as text")
         return _length_ok(a * b)
     return _numeric(operator.mul, a, b, "*")
 
@@ -237,7 +241,7 @@ def _join(items: Any, sep: str = ",") -> str:
     if not isinstance(items, list | tuple):
         raise ExpressionError(f"join needs a list, got {type_name(items)}")
     sep = str(sep)
-    if len(sep) * (len(items) - 1) > MAX_LEN or _text_size(items, 3 * MAX_LEN) > 3 * MAX_LEN:
+    if len(sep) * (len(items) - 1) > MAX_LEN or _text_size(items, 5 * MAX_LEN) > 5 * MAX_LEN:
         raise ExpressionError(f"result is longer than {MAX_LEN} characters")
     return _length_ok(sep.join(to_text(i) for i in items))
 
@@ -250,7 +254,7 @@ def _replace(text: str, old: str, new: str) -> str:
 
 
 def _unique(items: Sequence[Any]) -> list[Any]:
-    _text_ok(items, 4 * MAX_LEN)
+    _text_ok(items, 10 * MAX_LEN)
     return list({json.dumps(x, sort_keys=True, default=str): x for x in items}.values())
 
 
@@ -500,6 +504,9 @@ class _Compiler:
         return load
 
     def _Subscript(self, node: ast.Subscript) -> Fn:
+        key = node.slice.value if isinstance(node.slice, ast.Constant) else None
+        if isinstance(key, str) and key.startswith("_"):
+            raise self.fail(node.slice, f"keys starting with '_' are not allowed: {key}")
         self._note_reference(node)
         base = self.compile(node.value)
         if isinstance(node.slice, ast.Slice):
@@ -681,26 +688,29 @@ def _describe(node: ast.AST) -> str:
 
 
 def compile_expression(source: str, roots: frozenset[str] = DEFAULT_ROOTS) -> Expression:
-    """Compile one bare expression (no ``${{ }}``)."""
+    """Compile one bare expression (no ``${{ }}``); error offsets count characters of ``source``."""
     if not isinstance(source, str):
         raise ExpressionError("an expression must be a string")
     text = source.strip()
+    lead = len(source) - len(source.lstrip())
     if not text:
         raise ExpressionError("empty expression", source)
     if len(text) > MAX_SOURCE:
         raise ExpressionError(f"expression is longer than {MAX_SOURCE} characters", source)
+    flat = text.replace("\r", " ").replace("\n", " ")
     try:
-        tree = ast.parse(text.replace("\n", " "), mode="eval")
+        tree = ast.parse(flat, mode="eval")
     except SyntaxError as exc:
-        offset = max((exc.offset or 1) - 1, 0)
-        raise ExpressionError(f"syntax error: {exc.msg}", source, offset) from None
+        # the offset is 1-based in characters; 0 (or a later line) means "at the end"
+        at = exc.offset - 1 if exc.offset and (exc.lineno or 1) == 1 else len(text)
+        raise ExpressionError(f"syntax error: {exc.msg}", source, lead + min(max(at, 0), len(text))) from None
     except (ValueError, MemoryError, RecursionError) as exc:
-        raise ExpressionError(f"cannot parse expression: {exc}", source) from None
-    compiler = _Compiler(text, roots)
+        raise ExpressionError(f"cannot parse expression: {exc}", source, lead) from None
+    compiler = _Compiler(source, roots, flat, lead)
     try:
         fn = compiler.compile(tree.body)
     except RecursionError:
-        raise ExpressionError("expression nests too deeply", source) from None
+        raise ExpressionError("expression nests too deeply", source, lead) from None
     refs = compiler.references
     keyed = {root for root, key in refs if key is not None}
     return Expression(text, fn, {(root, key) for root, key in refs if key is not None or root not in keyed})
@@ -722,48 +732,106 @@ class Template:
         if len(self.parts) == 1:
             part = self.parts[0]
             return part(context) if isinstance(part, Expression) else part
-        return _length_ok("".join(p if isinstance(p, str) else to_text(p(context)) for p in self.parts))
+        try:
+            return _length_ok("".join(p if isinstance(p, str) else to_text(p(context)) for p in self.parts))
+        except RecursionError:
+            raise ExpressionError("a value nests too deeply to be written as text", self.source) from None
 
 
 def is_template(value: str) -> bool:
     return "${{" in value
 
 
+def _closing(source: str, start: int) -> int:
+    """Where the ``}}`` that ends the expression starting at ``start`` is: the first one outside
+    brackets and string literals, so ``${{ {'a': {'b': 1}} }}`` is one expression. -1 if none."""
+    depth = 0
+    quote = ""
+    i, n = start, len(source)
+    while i < n:
+        ch = source[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if source.startswith(quote, i):
+                i += len(quote)
+                quote = ""
+                continue
+        elif ch in "\"'":
+            quote = ch * 3 if source.startswith(ch * 3, i) else ch
+            i += len(quote)
+            continue
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]":
+            depth = max(depth - 1, 0)
+        elif ch == "}":
+            if depth == 0 and source.startswith("}}", i):
+                return i
+            depth = max(depth - 1, 0)
+        i += 1
+    return -1
+
+
+def _spans(source: str) -> list[tuple[int, int, int]]:
+    """(start of ``${{``, start of its expression, end of its expression) for each part."""
+    spans: list[tuple[int, int, int]] = []
+    pos = 0
+    while (opening := source.find("${{", pos)) != -1:
+        start = opening + 3
+        end = _closing(source, start)
+        if end == -1:
+            end = source.find("}}", start)  # unbalanced: let the compiler say what is wrong
+        if end == -1:
+            raise ExpressionError("'${{' is not closed with '}}'", source, opening)
+        spans.append((opening, start, end))
+        pos = end + 2
+    return spans
+
+
+def _whole(source: str, spans: list[tuple[int, int, int]]) -> tuple[int, int] | None:
+    """The expression's span when ``source`` is one ``${{ }}`` with only whitespace around it."""
+    if len(spans) == 1:
+        opening, start, end = spans[0]
+        if not source[:opening].strip() and not source[end + 2 :].strip():
+            return start, end
+    return None
+
+
 def compile_template(source: str, roots: frozenset[str] = DEFAULT_ROOTS) -> Template:
     """Compile a string such as ``"Hello ${{ inputs.name }}"``; errors carry the offset in ``source``."""
+    spans = _spans(source)
+    whole = _whole(source, spans)
+    if whole:
+        return Template(source, [_compile_part(source, *whole, roots)])
     parts: list[str | Expression] = []
     pos = 0
-    stripped = source.strip()
-    whole = TEMPLATE.fullmatch(stripped)
-    if whole:
-        return Template(source, [_compile_part(whole.group(1), source, source.index("${{") + 3, roots)])
-    for match in TEMPLATE.finditer(source):
-        if match.start() > pos:
-            parts.append(source[pos : match.start()])
-        parts.append(_compile_part(match.group(1), source, match.start() + 3, roots))
-        pos = match.end()
+    for opening, start, end in spans:
+        if opening > pos:
+            parts.append(source[pos:opening])
+        parts.append(_compile_part(source, start, end, roots))
+        pos = end + 2
     rest = source[pos:]
-    if "${{" in rest:
-        raise ExpressionError("'${{' is not closed with '}}'", source, source.index("${{", pos))
     if rest or not parts:
         parts.append(rest)
     return Template(source, parts)
 
 
-def _compile_part(text: str, source: str, start: int, roots: frozenset[str]) -> Expression:
+def _compile_part(source: str, start: int, end: int, roots: frozenset[str]) -> Expression:
     try:
-        return compile_expression(text, roots)
+        return compile_expression(source[start:end], roots)
     except ExpressionError as exc:
-        lead = len(text) - len(text.lstrip())
-        raise ExpressionError(exc.message, source, start + lead + exc.offset) from None
+        raise ExpressionError(exc.message, source, start + exc.offset) from None
 
 
 def compile_condition(value: str, roots: frozenset[str] = DEFAULT_ROOTS) -> Expression:
     """Fields that are always expressions (``if``, ``items``...) may omit the ``${{ }}``."""
-    stripped = value.strip()
-    whole = TEMPLATE.fullmatch(stripped)
+    if not isinstance(value, str):
+        raise ExpressionError("an expression must be a string")
+    if "${{" not in value:
+        return compile_expression(value, roots)
+    whole = _whole(value, _spans(value))
     if whole:
-        return _compile_part(whole.group(1), value, value.index("${{") + 3, roots)
-    if "${{" in value:
-        raise ExpressionError("write either a bare expression or one ${{ ... }}", value)
-    return compile_expression(value, roots)
+        return _compile_part(value, *whole, roots)
+    raise ExpressionError("write either a bare expression or one ${{ ... }}", value, value.index("${{"))
