@@ -227,3 +227,18 @@ def test_init_into_a_file_is_refused(cli, tmp_path: Path) -> None:
 def test_project_from_env_var(cli, repo_root: Path) -> None:
     r = cli("agents", "list", "-o", "json", env={"PROGRESSIVE_PROJECT": str(repo_root)})
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == 6
+
+
+def test_every_command_is_documented_in_readme(repo_root: Path) -> None:
+    from typer.main import get_command
+
+    from progressive_cli.cli.main import app
+
+    readme = (repo_root / "README.md").read_text()
+    lines = [ln for ln in readme.splitlines() if ln.startswith("| `progressive ")]
+    group = get_command(app)
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        for sub in subs or [None]:
+            documented = any(f"`progressive {name}" in ln and (sub is None or sub in ln) for ln in lines)
+            assert documented, f"`progressive {name} {sub or ''}` is missing from the README command table"
