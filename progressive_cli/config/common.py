@@ -113,6 +113,11 @@ def error_message(err: Any) -> str:
         return f"missing {ctx.get('discriminator', 'type')} (one of: {ctx.get('expected_tags', '')})"
     if kind == "missing":
         return "required"
+    expected = {"string_type": "a string", "int_type": "a whole number", "int_parsing": "a whole number",
+                "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
+                "bool_type": "true or false", "bool_parsing": "true or false"}.get(kind)
+    if expected:
+        return f"expected {expected}, got {kind_of(err.get('input'))}"
     return message
 
 

@@ -21,6 +21,7 @@ from progressive_cli.config.yamlpos import PositionMap, field_name
 from progressive_cli.errors import Diagnostic, Location
 
 ENV_PREFIX = "PROGRESSIVE_"
+NOT_SETTINGS = frozenset({"PROGRESSIVE_PROJECT", "PROGRESSIVE_DEBUG"})  # read directly, not settings
 Key = tuple[str, ...]
 
 
@@ -124,20 +125,24 @@ def build_settings(
                 line, col = positions.keys.get(key, positions.values.get(key, (0, 0)))
                 user[key] = (value, Source("file", f"{positions.file}:{line}:{col}"))
 
-    def known(key: Key, where: Location, spelled: str) -> bool:
+    def known(key: Key, where: Location, spelled: str, severity: str = "error") -> bool:
         if key in leaves or key in prefixes or (len(key) > 1 and key[:-1] in leaves):
             return True
         options = [".".join(k) for k in leaves]
         close = difflib.get_close_matches(".".join(key), options, n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        problems.append(Diagnostic(where, f"unknown setting '{spelled}'{hint}"))
+        problems.append(Diagnostic(where, f"unknown setting '{spelled}'{hint}", severity))
         return False
 
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
+            continue
+        if "__" not in name:
+            problems.append(Diagnostic(Location(name), "not a setting and ignored; settings are named "
+                                       "PROGRESSIVE_SECTION__KEY, e.g. PROGRESSIVE_HEALTH__INTERVAL", "warning"))
             continue
         key = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__"))
-        if known(key, Location(name), ".".join(key)):
+        if known(key, Location(name), ".".join(key), "warning"):  # a stray variable must not stop every command
             user[key] = (_parse_scalar(environ[name]), Source("env", name))
     for spelled, raw in overrides.items():
         key = tuple(spelled.split("."))
@@ -150,6 +155,7 @@ def build_settings(
         layers.values[key] = value
         layers.sources[key] = source
 
+    layers_sources = dict(layers.sources)
     nested = _nest({k: v for k, (v, _) in user.items()})
     try:
         settings = Settings.model_validate(nested)
@@ -166,4 +172,15 @@ def build_settings(
             message = error_message(err)
             problems.append(Diagnostic(where, f"{field_name(tuple(err['loc']))}: {message}"))
         return None, layers, problems
+    # show validated values (a duration in seconds, wherever it was written), each with its source
+    validated = _flatten(settings.model_dump(mode="json", by_alias=True))
+    layers.values = validated
+    layers.sources = {key: _source_of(key, layers_sources) for key in validated}
     return settings, layers, problems
+
+
+def _source_of(key: Key, sources: Mapping[Key, Source]) -> Source:
+    for i in range(len(key), 0, -1):
+        if key[:i] in sources:
+            return sources[key[:i]]
+    return Source("default")

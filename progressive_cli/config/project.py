@@ -138,19 +138,30 @@ class _Collector:
 def data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path_, bool]:
     """Map a pydantic ``loc`` onto a path in the YAML data, skipping union tags.
 
+    A tag (``"wait"`` in ``("steps", 4, "wait", "duration")``) follows the element that
+    entered a discriminated union, and equals that mapping's ``type``/``kind`` value.
     Returns the path and whether its last element is a key absent from the data.
     """
     path: list[str | int] = []
     current = data
+    fresh = True  # just entered `current`: the next loc part may be its union tag
     for i, part in enumerate(loc):
+        if fresh and isinstance(current, dict) and isinstance(part, str) and part in (
+            current.get("type"), current.get("kind")
+        ):
+            fresh = False
+            continue
         in_dict = isinstance(current, dict) and part in current
         in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
         if in_dict or in_list:
             path.append(part)
             current = current[part]
+            fresh = True
         elif isinstance(current, dict) and i == len(loc) - 1 and isinstance(part, str):
             path.append(part)
             return tuple(path), True
+        else:
+            fresh = False
     return tuple(path), False
 
 
@@ -208,12 +219,16 @@ def load_project(
     workflow_positions: dict[str, PositionMap] = {}
     wf_dir = root / WORKFLOWS_DIR
     files = sorted([*wf_dir.glob("*.yaml"), *wf_dir.glob("*.yml")]) if wf_dir.is_dir() else []
+    broken: set[str] = set()  # workflows whose file has errors: references to them are not "unknown"
     for path in files:
         loaded = c.read(path)
         if loaded is None:
+            broken.add(path.stem)
             continue
         model = c.model(WorkflowFile, *loaded)
         if model is None:
+            name = loaded[0].get("name") if isinstance(loaded[0], dict) else None
+            broken.add(name if isinstance(name, str) else path.stem)
             continue
         if model.name in workflows:
             first = c.display(workflow_files[model.name])
@@ -226,9 +241,11 @@ def load_project(
     # Cross-checks run on whatever validated, so one broken file does not hide the others' problems.
     agent_pos = agents_data[1] if agents_data else PositionMap(AGENTS_FILE)
     integ_positions = integ_data[1] if integ_data else PositionMap(INTEGRATIONS_FILE)
-    _CrossChecker(c, agents, agent_pos, integrations, integ_positions, workflows, workflow_positions).run()
-    _check_env(c, agents, agent_pos, integrations, integ_positions, layers, env, strict)
+    _CrossChecker(c, agents, agent_pos, integrations, integ_positions, workflows, workflow_positions, broken).run()
+    _check_env(c, agents, agent_pos, integrations, integ_positions, layers, env)
 
+    if strict:
+        c.diagnostics = [Diagnostic(d.location, d.message) for d in c.diagnostics]
     errors = [d for d in c.diagnostics if d.severity == "error"]
     if errors or agents is None or integrations is None or settings is None:
         raise ConfigError(sorted(c.diagnostics, key=_order))
@@ -256,9 +273,8 @@ def _check_env(
     integ_pos: PositionMap,
     layers: SettingsLayers,
     env: Mapping[str, str],
-    strict: bool,
 ) -> None:
-    severity = "error" if strict else "warning"
+    severity = "warning"  # --strict promotes every warning at the end of load_project
     items: list[tuple[Any, PositionMap, Path_]] = [
         (a, agent_pos, ("agents", i)) for i, a in enumerate(agents.agents if agents else [])
     ] + [(x, integ_pos, ("integrations", i)) for i, x in enumerate(integrations.integrations if integrations else [])]
@@ -314,7 +330,9 @@ class _CrossChecker:
         integ_pos: PositionMap,
         workflows: dict[str, WorkflowFile],
         wf_pos: dict[str, PositionMap],
+        broken: set[str],
     ) -> None:
+        self.broken_workflows = broken
         self.c = c
         self.agents = agents
         self.agent_pos = agent_pos
@@ -469,16 +487,19 @@ class _CrossChecker:
                 self._condition(pos, (*path, "condition"), step.condition, scope, names)
             for b, branch in enumerate(step.branches):
                 self._condition(pos, (*path, "branches", b, "when"), branch.when, scope, names)
-        elif kind == "foreach" and isinstance(step.items, str):
-            self._condition(pos, (*path, "items"), step.items, scope, names)
-        elif kind == "wait" and step.until is not None:
-            self._condition(pos, (*path, "until"), step.until, scope, names)
+        elif kind == "foreach":
+            if isinstance(step.items, str):
+                self._condition(pos, (*path, "items"), step.items, scope, names)
+            else:
+                self._templates(pos, (*path, "items"), step.items, scope, names)
+        elif kind == "wait" and isinstance(step.until, str):
+            self._templates(pos, (*path, "until"), step.until, scope, names)
         elif kind == "sub_workflow":
             target = self.workflows.get(step.workflow)
-            if target is None:
+            if target is None and step.workflow not in self.broken_workflows:
                 self._err(pos, (*path, "workflow"), f"unknown workflow '{step.workflow}'"
                           + _hint(step.workflow, self.workflows))
-            else:
+            elif target is not None:
                 self._call_inputs(pos, path, target, step.inputs)
 
     def _integration_step(self, pos: PositionMap, path: Path_, step: Any) -> None:

@@ -1,12 +1,13 @@
 """workflows/*.yaml: one workflow per file.
 
-Strings anywhere in ``params``, ``value``, ``data``, ``inputs`` and ``outputs`` may hold
-``${{ expression }}`` parts; fields that are always expressions (``if``, ``condition``,
-``items``, ``switch``, ``until``, trigger ``filter``) may also be written bare. See
-docs/workflows.md for the language.
+Strings anywhere in ``params``, ``value``, ``data``, ``path``, ``query``, ``headers``, ``json``,
+``inputs``, ``until``, literal ``items`` lists and ``outputs`` may hold ``${{ expression }}``
+parts; fields that are always expressions (``if``, ``condition``, ``branches[].when``, string
+``items``, trigger ``filter``) may also be written bare. See docs/workflows.md.
 """
 
 
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
@@ -121,6 +122,9 @@ class ConditionStep(_StepBase):
     def _form(self) -> Self:
         if self.condition is not None and self.branches:
             raise ValueError("use either 'condition' with 'then'/'else' or 'branches', not both")
+        if self.branches and self.then:
+            raise ValueError("'then' is for the 'condition' form; with 'branches' put the steps in each branch "
+                             "and the default in 'else'")
         if self.condition is None and not self.branches:
             raise ValueError("a condition step needs 'condition' (with 'then') or 'branches'")
         if self.condition is not None and not self.then and not self.else_:
@@ -147,8 +151,8 @@ class ForeachStep(_StepBase):
 class WaitStep(_StepBase):
     type: Literal["wait"]
     duration: Duration | None = None
-    until: Expr | None = None
-    """An ISO-8601 timestamp, or an expression giving one."""
+    until: datetime | str | None = None
+    """An ISO-8601 timestamp such as `2026-12-01T09:00:00Z`, or a `${{ }}` expression giving one."""
 
     @model_validator(mode="after")
     def _one(self) -> Self:

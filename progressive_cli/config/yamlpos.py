@@ -116,6 +116,10 @@ def load_yaml(text: str, display: str, *, allow_empty: bool = False) -> tuple[An
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and "duplicate anchor" in exc.context and exc.context_mark:
+            # PyYAML's problem text is just "second occurrence"
+            anchor = exc.context.split(";")[0].removeprefix("found ")
+            problem = f"{anchor} (first at line {exc.context_mark.line + 1})"
         raise _error(display, line, col, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:  # reader errors: control characters and the like
         raise _error(display, 1, 1, f"invalid YAML: {_first_line(exc)}") from None

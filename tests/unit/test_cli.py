@@ -160,7 +160,8 @@ def test_config_show_sources(cli, make_project) -> None:
             env={"PROGRESSIVE_HEALTH__ERROR_RATE": "0.1"})
     assert r.exit_code == 0, r.stderr
     rows = {row["key"]: row for row in json.loads(r.stdout)}
-    assert rows["health.interval"] == {"key": "health.interval", "value": "45s", "source": "progressive.yaml:2:3"}
+    assert rows["health.interval"] == {"key": "health.interval", "value": 45.0, "source": "progressive.yaml:2:3"}
+    assert rows["queue.url"] == {"key": "queue.url", "value": None, "source": "default"}
     assert rows["health.error_rate"]["source"] == "PROGRESSIVE_HEALTH__ERROR_RATE"
     assert rows["daemon.workers"] == {"key": "daemon.workers", "value": 8, "source": "--set"}
     assert rows["state.url"]["source"] == "default"

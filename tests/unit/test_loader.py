@@ -246,7 +246,8 @@ def test_settings_errors_name_the_source(make_project) -> None:
     assert any(p.startswith("progressive.yaml:3:3: health.colour: unknown key 'colour'") for p in found)
     assert "progressive.yaml:2:3: health.interval: 'often' is not a duration; use e.g. 500ms, 30s, 5m, 1h or 1m30s" \
         in found
-    assert "PROGRESSIVE_HEALTH__INTERVL: unknown setting 'health.intervl' (did you mean 'health.interval'?)" in found
+    assert ("PROGRESSIVE_HEALTH__INTERVL: warning: unknown setting 'health.intervl' (did you mean 'health.interval'?)"
+            in found)
     assert "--set: alerts.sinks[0]: unknown type 'sms'; expected one of: 'log', 'event', 'webhook', 'command'" \
         in found
 
@@ -286,3 +287,77 @@ def test_missing_env_reported_at_the_reference(make_project) -> None:
     assert [str(w) for w in project.warnings] == [
         "integrations.yaml:8:17: warning: integrations[0] (x): environment variable SECRET_PW is not set"
     ]
+
+
+def test_stray_env_vars_warn_but_do_not_block(make_project) -> None:
+    root = make_project({})
+    env = {"PROGRESSIVE_HEALTH__INTERVL": "3", "PROGRESSIVE_COLOUR": "red", "PROGRESSIVE_PROJECT": str(root)}
+    project = load_project(root, environ=env)
+    assert sorted(str(w) for w in project.warnings) == [
+        "PROGRESSIVE_COLOUR: warning: not a setting and ignored; settings are named PROGRESSIVE_SECTION__KEY, "
+        "e.g. PROGRESSIVE_HEALTH__INTERVAL",
+        "PROGRESSIVE_HEALTH__INTERVL: warning: unknown setting 'health.intervl' (did you mean 'health.interval'?)",
+    ]
+    assert len(problems(root, environ=env, strict=True)) == 2
+
+
+def test_union_tag_not_mistaken_for_a_field(make_project) -> None:
+    root = make_project({
+        "agents.yaml": """
+            agents:
+              - id: npa
+                kind: builtin
+                builtin: npa
+                heartbeat: {interval: 90s}
+        """,
+        "integrations.yaml": "integrations:\n  - {id: v, type: vector, path: /x, host: h}\n",
+        "workflows/w.yaml": "name: w\nsteps:\n  - {id: s, type: wait}\n  - {id: t, type: wait, until: 2026-01-01}\n",
+    })
+    found = problems(root, environ={})
+    assert "agents.yaml:5:16: agents[0].heartbeat: heartbeat needs interval <= degraded_after <= offline_after" \
+        in found
+    assert "integrations.yaml:2:5: integrations[0]: a vector integration needs exactly one of 'path' or 'host'" \
+        in found
+    assert "workflows/w.yaml:3:5: steps[0]: a wait step needs exactly one of 'duration' or 'until'" in found
+
+
+def test_type_messages_are_plain(make_project) -> None:
+    root = make_project({"workflows/w.yaml": "name: w\nversion: 2\nconcurrency: lots\nsteps: [{id: s, type: transform, value: 1}]\n"})
+    found = problems(root, environ={})
+    assert "workflows/w.yaml:2:10: version: expected a string, got a number" in found
+    assert "workflows/w.yaml:3:14: concurrency: expected a whole number, got a string" in found
+
+
+def test_reference_to_a_broken_workflow_is_not_unknown(make_project) -> None:
+    root = make_project({
+        "workflows/a.yaml": "name: a\nsteps: [{id: s, type: sub_workflow, workflow: b}]\n",
+        "workflows/b.yaml": "name: b\nsteps: [{id: s, type: nope}]\n",
+    })
+    found = problems(root, environ={})
+    assert not any("unknown workflow" in p for p in found)
+    assert any(p.startswith("workflows/b.yaml:2:") for p in found)
+
+
+def test_literal_foreach_items_and_until_are_checked(make_project) -> None:
+    root = make_project({"workflows/w.yaml": """
+        name: w
+        steps:
+          - id: loop
+            type: foreach
+            items: ["${{ inputs.nope }}"]
+            steps: [{id: s, type: transform, value: 1}]
+          - {id: later, type: wait, until: "${{ steps.missing.output }}"}
+          - {id: fixed, type: wait, until: "2026-12-01T09:00:00Z"}
+    """, "workflows/c.yaml": """
+        name: c
+        steps:
+          - id: c
+            type: condition
+            branches: [{when: "true", steps: [{id: x, type: transform, value: 1}]}]
+            then: [{id: y, type: transform, value: 1}]
+    """})
+    found = problems(root, environ={})
+    assert any(p.startswith("workflows/w.yaml:5:13: steps[0].items[0]: inputs.nope") for p in found), "\n".join(found)
+    assert any("steps[1].until: steps.missing: no step named 'missing'" in p for p in found)
+    assert not any("steps[2]" in p for p in found)
+    assert any(p.startswith("workflows/c.yaml:3:5: steps[0]: 'then' is for the 'condition' form") for p in found)
