@@ -245,7 +245,7 @@ def render(report: dict[str, object], top: int) -> str:
         f"progressive cold start — {report['date']}  python {report['python']}  "
         f"{report['cpu_count']} cores  {report['runs']} runs/command (+1 priming, +{report['warmup']} warm-up), "
         "round-robin",
-        f"bytecode: {report['bytecode']}",
+        f"tree: {report['git_revision']}  bytecode: {report['bytecode']}",
         f"load average (1 min) before/after: {report['loadavg_1min_before']} / {report['loadavg_1min_after']}"
         + ("  -- machine was busy, figures are inflated" if _busy(report) else ""),
         "",
@@ -293,6 +293,18 @@ def render(report: dict[str, object], top: int) -> str:
     return "\n".join(out)
 
 
+def _git_revision() -> str | None:
+    """Short HEAD commit of the measured tree, with ``+dirty`` if tracked files are modified."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def _loadavg() -> float | None:
     """1-minute load average (None where the OS has none): a busy machine inflates every figure."""
     try:
@@ -322,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = sys.stderr.isatty()
     if progress:
         print(f"timing {len(COMMANDS)} commands x {args.runs} runs ...", file=sys.stderr)
+    revision = _git_revision()
     load_before = _loadavg()
     with tempfile.TemporaryDirectory(prefix="progressive-bench-pycache-") as tmp:
         prefix = tmp if args.bytecode == "cached" else None
@@ -337,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         bytecode = "as-is (environment inherited unchanged)"
     report = {
         "date": dt.date.today().isoformat(),
+        "git_revision": revision,
         "python": platform.python_version(),
         "executable": PYTHON,
         "platform": platform.platform(),

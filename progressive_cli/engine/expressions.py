@@ -23,6 +23,7 @@ import json
 import math
 import operator
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -699,7 +700,9 @@ def compile_expression(source: str, roots: frozenset[str] = DEFAULT_ROOTS) -> Ex
         raise ExpressionError(f"expression is longer than {MAX_SOURCE} characters", source)
     flat = text.replace("\r", " ").replace("\n", " ")
     try:
-        tree = ast.parse(flat, mode="eval")
+        with warnings.catch_warnings():  # e.g. "invalid escape sequence": not the user's concern here
+            warnings.simplefilter("ignore")
+            tree = ast.parse(flat, mode="eval")
     except SyntaxError as exc:
         # the offset is 1-based in characters; 0 (or a later line) means "at the end"
         at = exc.offset - 1 if exc.offset and (exc.lineno or 1) == 1 else len(text)

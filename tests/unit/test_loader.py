@@ -322,7 +322,8 @@ def test_union_tag_not_mistaken_for_a_field(make_project) -> None:
 
 
 def test_type_messages_are_plain(make_project) -> None:
-    root = make_project({"workflows/w.yaml": "name: w\nversion: 2\nconcurrency: lots\nsteps: [{id: s, type: transform, value: 1}]\n"})
+    workflow = "name: w\nversion: 2\nconcurrency: lots\nsteps: [{id: s, type: transform, value: 1}]\n"
+    root = make_project({"workflows/w.yaml": workflow})
     found = problems(root, environ={})
     assert "workflows/w.yaml:2:10: version: expected a string, got a number" in found
     assert "workflows/w.yaml:3:14: concurrency: expected a whole number, got a string" in found
