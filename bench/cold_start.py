@@ -247,7 +247,7 @@ def render(report: dict[str, object], top: int) -> str:
         "round-robin",
         f"tree: {report['git_revision']}  bytecode: {report['bytecode']}",
         f"load average (1 min) before/after: {report['loadavg_1min_before']} / {report['loadavg_1min_after']}"
-        + ("  -- machine was busy, figures are inflated" if _busy(report) else ""),
+        + ("  -- machine may have been busy: figures may be inflated" if _busy(report) else ""),
         "",
     ]
     rows = []
@@ -294,12 +294,14 @@ def render(report: dict[str, object], top: int) -> str:
 
 
 def _git_revision() -> str | None:
-    """Short HEAD commit of the measured tree, with ``+dirty`` if tracked files are modified."""
+    """Short HEAD commit of the measured tree, ``+dirty`` if tracked files outside bench/ are modified."""
     try:
         head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")

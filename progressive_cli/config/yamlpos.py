@@ -26,9 +26,6 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 
 Path_ = tuple[str | int, ...]
 
-_COLLECTION_TAGS = frozenset(
-    f"tag:yaml.org,2002:{name}" for name in ("map", "seq", "omap", "pairs", "set")
-)
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
 _MAPPING_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:set"})
 _SEQUENCE_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs"})

@@ -13,7 +13,11 @@ What it refuses, at compile time: any name outside the context roots, any name o
 key starting with ``_``, attribute access on anything but a mapping (so no
 ``__class__``/``__globals__`` escape exists), method calls, lambdas, comprehensions,
 f-strings, walrus, starred arguments. At run time it bounds sizes: integers, string
-and list lengths and exponents, so a hostile expression cannot exhaust memory or CPU.
+and list lengths, exponents, what one evaluation builds in total and how long a value
+may get once written out as text, so a hostile expression cannot exhaust memory or CPU.
+
+In a template, a ``${{ }}`` ends at the first ``}}`` outside brackets and string
+literals, so ``${{ {'a': {'b': 1}} }}`` is one expression.
 """
 
 from __future__ import annotations
@@ -735,10 +739,18 @@ class Template:
         if len(self.parts) == 1:
             part = self.parts[0]
             return part(context) if isinstance(part, Expression) else part
+        out: list[str] = []
+        size = 0
         try:
-            return _length_ok("".join(p if isinstance(p, str) else to_text(p(context)) for p in self.parts))
+            for part in self.parts:
+                text = part if isinstance(part, str) else to_text(part(context))
+                size += len(text)
+                if size > MAX_LEN:  # checked part by part: never build the oversized string
+                    raise ExpressionError(f"rendered text is longer than {MAX_LEN} characters", self.source)
+                out.append(text)
         except RecursionError:
             raise ExpressionError("a value nests too deeply to be written as text", self.source) from None
+        return "".join(out)
 
 
 def is_template(value: str) -> bool:
