@@ -123,7 +123,7 @@ def test_cross_references(make_project) -> None:
     expected = [
         "workflows/w.yaml:3:30: inputs.n.default: input 'n': expected a number, got 'abc'",
         "workflows/w.yaml:5:24: triggers[0].cron: invalid cron expression '61 * * * *': minute field '61': "
-        "61 is above the maximum 59",
+        "61 is outside 0-59",
         "workflows/w.yaml:6:44: triggers[1].timezone: unknown time zone 'Mars/Olympus'",
         "workflows/w.yaml:10:12: steps[0].agent: unknown agent 'npx' (did you mean 'npa'?)",
         "workflows/w.yaml:14:17: steps[1].capability: no agent provides capability 'meal-plans' "
