@@ -556,8 +556,7 @@ class _CrossChecker:
                 stack.extend(((*where, i), v) for i, v in enumerate(item))
 
     def _expr_error(self, pos: PositionMap, path: Path_, exc: ExpressionError) -> None:
-        loc = pos.locate(path)
-        self.c.add(loc, f"{field_name(path)}: invalid expression: {exc.message}")
+        self.c.add(pos.locate_in(path, exc.offset), f"{field_name(path)}: invalid expression: {exc.message}")
 
     def _references(self, pos: PositionMap, path: Path_, refs: set[tuple[str, str | None]], names: _Names) -> None:
         for root, key in sorted(refs, key=lambda r: (r[0], r[1] or "")):

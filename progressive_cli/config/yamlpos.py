@@ -42,6 +42,16 @@ class PositionMap:
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     problems: list[Diagnostic] = field(default_factory=list)  # recoverable: duplicate keys
+    inline: dict[Path_, int] = field(default_factory=dict)
+    """Single-line plain (0) or quoted (1) scalars: characters between the mark and the text."""
+
+    def locate_in(self, path: Path_, offset: int) -> Location:
+        """The place of character ``offset`` inside a one-line scalar; else the scalar's start."""
+        where = self.locate(path)
+        lead = self.inline.get(tuple(path))
+        if lead is None or where.line == 0:
+            return where
+        return Location(self.file, where.line, where.col + lead + offset)
 
     def locate(self, path: Path_, *, key: bool = False) -> Location:
         """The closest known place for ``path``: the path itself, else its nearest parent."""
@@ -166,6 +176,8 @@ class _Builder:
         self._tally(node)
         self.positions.values.setdefault(path, self._mark(node))
         if isinstance(node, yaml.ScalarNode):
+            if node.start_mark.line == node.end_mark.line and node.style in (None, "", "'", '"'):
+                self.positions.inline[path] = 1 if node.style in ("'", '"') else 0
             return self._scalar(node)
         if node.tag not in (_MAPPING_TAGS if isinstance(node, yaml.MappingNode) else _SEQUENCE_TAGS):
             raise self._fail(node, f"unsupported YAML tag '{node.tag}' on a {node.id}")

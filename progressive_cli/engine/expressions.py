@@ -429,6 +429,8 @@ class _Compiler:
 
     def fail(self, node: ast.AST | None, message: str) -> ExpressionError:
         col = getattr(node, "col_offset", 0) if node is not None else 0  # in UTF-8 bytes
+        if isinstance(node, ast.Attribute) and node.end_col_offset is not None:
+            col = node.end_col_offset - len(node.attr.encode())  # point at the attribute, not the chain
         chars = len(self.text[:col].decode("utf-8", "ignore"))
         return ExpressionError(message, self.source, self.lead + chars)
 

@@ -141,7 +141,7 @@ def test_cross_references(make_project) -> None:
     ]
     for line in expected:
         assert line in found, f"missing: {line}\nfound: {found}"
-    assert any(p.startswith("workflows/w.yaml:35:12: steps[7].value: invalid expression: names starting with '_'")
+    assert any(p.startswith("workflows/w.yaml:35:25: steps[7].value: invalid expression: names starting with '_'")
                for p in found)
 
 
