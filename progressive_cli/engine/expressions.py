@@ -23,6 +23,7 @@ literals, so ``${{ {'a': {'b': 1}} }}`` is one expression.
 from __future__ import annotations
 
 import ast
+import decimal
 import json
 import math
 import operator
@@ -76,6 +77,8 @@ def _length_ok(value: Any) -> Any:
         raise ExpressionError("integer result is too large")
     elif isinstance(value, complex):
         raise ExpressionError("result is not a real number")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ExpressionError("number is out of range (infinite or not a number)")
     return value
 
 
@@ -267,9 +270,24 @@ def _tojson(value: Any) -> str:
     return json.dumps(_text_ok(value), sort_keys=True, default=str)
 
 
-def _round(value: Any, ndigits: int = 0) -> Any:
-    result = round(_num(value, "round"), int(ndigits))
-    return int(result) if ndigits == 0 else result
+def _round(value: Any, ndigits: Any = 0) -> Any:
+    """Half away from zero, as people round (2.5 -> 3, -2.5 -> -3), not Python's half-to-even."""
+    _num(value, "round")
+    if isinstance(ndigits, bool) or not isinstance(ndigits, int) or not -20 <= ndigits <= 20:
+        raise ExpressionError("round() digits must be a whole number from -20 to 20")
+    quantum = decimal.Decimal(1).scaleb(-ndigits)
+    result = decimal.Decimal(repr(value)).quantize(quantum, rounding=decimal.ROUND_HALF_UP)
+    return int(result) if ndigits <= 0 else float(result)
+
+
+_FALSE_WORDS = frozenset({"", "false", "no", "off", "0"})
+
+
+def _bool(value: Any) -> bool:
+    """Strings read as words: "false", "no", "off", "0" and "" are false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_WORDS
+    return bool(value)
 
 
 def _seq(name: str, fn: Callable[[Sequence[Any]], Any]) -> Callable[..., Any]:
@@ -332,7 +350,9 @@ def _get(value: Any, key: Any, fallback: Any = None) -> Any:
 
 
 def _range(*args: Any) -> list[int]:
-    span = range(*(int(_num(x, "range")) for x in args))
+    if any(isinstance(x, bool) or not isinstance(x, int) for x in args):
+        raise ExpressionError("range() needs whole numbers")
+    span = range(*args)
     if len(span) > MAX_LEN:
         raise ExpressionError(f"range of more than {MAX_LEN} items")
     return list(span)
@@ -371,7 +391,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "int": _convert("int", _int),
     "float": _convert("float", float),
     "str": lambda v: to_text(v),
-    "bool": lambda v: bool(v),
+    "bool": _bool,
     "tojson": _tojson,
     "fromjson": _str_fn("fromjson", json.loads),
     "range": lambda *a: _range(*a),
