@@ -3,7 +3,7 @@
 
 import difflib
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -157,3 +157,21 @@ class Model(BaseModel):
     def dump(self) -> dict[str, Any]:
         """JSON-ready dict using the YAML spellings of keys."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Backoff(Model):
+    """Exponential backoff shared by integration retries and step retries."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    """Attempts in all, the first one included; 1 means no retry."""
+    initial_delay: Duration = 1.0
+    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    max_delay: Duration = 30.0
+    jitter: Literal["full", "none"] = "full"
+    """full: each delay is uniform in [0, the exponential delay] (AWS "full jitter")."""
+
+    @model_validator(mode="after")
+    def _delays(self) -> Self:
+        if self.max_delay < self.initial_delay:
+            raise ValueError("max_delay must be at least initial_delay")
+        return self

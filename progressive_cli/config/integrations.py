@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from progressive_cli.config.common import Duration, EnvStr, Identifier, Model
+from progressive_cli.config.common import Backoff, Duration, EnvStr, Identifier, Model
 
 ERROR_KINDS = ("API_ERROR", "RATE_LIMITED", "CIRCUIT_BREAKER_OPEN", "NETWORK_ERROR", "TIMEOUT")
 ErrorKind = Literal["API_ERROR", "RATE_LIMITED", "CIRCUIT_BREAKER_OPEN", "NETWORK_ERROR", "TIMEOUT"]
@@ -85,23 +85,11 @@ class CircuitBreaker(Model):
     """Extra statuses (e.g. 429) that count as failures."""
 
 
-class Retry(Model):
-    max_attempts: int = Field(3, ge=1, le=100)
-    """Attempts in all, the first one included."""
-    initial_delay: Duration = 1.0
-    multiplier: float = Field(2.0, ge=1.0, le=10.0)
-    max_delay: Duration = 30.0
-    jitter: Literal["full", "none"] = "full"
+class Retry(Backoff):
     retry_on: list[ErrorKind] = Field(default_factory=lambda: ["RATE_LIMITED", "NETWORK_ERROR", "TIMEOUT"])
     """Error kinds that are retried. API_ERROR is retried only for 5xx statuses."""
     max_retry_after: Duration = 60.0
     """Cap on a server's Retry-After."""
-
-    @model_validator(mode="after")
-    def _delays(self) -> Self:
-        if self.max_delay < self.initial_delay:
-            raise ValueError("max_delay must be at least initial_delay")
-        return self
 
 
 class HealthCheck(Model):

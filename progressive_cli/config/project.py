@@ -528,13 +528,7 @@ class _CrossChecker:
 
     def _condition(self, pos: PositionMap, path: Path_, source: str, roots: frozenset[str],
                    names: _Names | None) -> None:
-        try:
-            expr = compile_condition(source, roots)
-        except ExpressionError as exc:
-            self._expr_error(pos, path, exc)
-            return
-        if names:
-            self._references(pos, path, expr.references, names)
+        self._compiled(pos, path, compile_condition, source, roots, names)
 
     def _templates(self, pos: PositionMap, path: Path_, value: Any, roots: frozenset[str],
                    names: _Names | None) -> None:
@@ -542,18 +536,23 @@ class _CrossChecker:
         while stack:
             where, item = stack.pop()
             if isinstance(item, str) and is_template(item):
-                try:
-                    template = compile_template(item, roots)
-                except ExpressionError as exc:
-                    self._expr_error(pos, where, exc)
-                    continue
-                if names:
-                    for expr in template.expressions:
-                        self._references(pos, where, expr.references, names)
+                self._compiled(pos, where, compile_template, item, roots, names)
             elif isinstance(item, dict):
                 stack.extend(((*where, k), v) for k, v in item.items())
             elif isinstance(item, list):
                 stack.extend(((*where, i), v) for i, v in enumerate(item))
+
+    def _compiled(self, pos: PositionMap, path: Path_, compile_fn: Any, source: str, roots: frozenset[str],
+                  names: _Names | None) -> None:
+        """Compile one expression field; report its error, or references to unknown names."""
+        try:
+            compiled = compile_fn(source, roots)
+        except ExpressionError as exc:
+            self._expr_error(pos, path, exc)
+            return
+        if names:
+            for expr in getattr(compiled, "expressions", None) or [compiled]:
+                self._references(pos, path, expr.references, names)
 
     def _expr_error(self, pos: PositionMap, path: Path_, exc: ExpressionError) -> None:
         self.c.add(pos.locate_in(path, exc.offset), f"{field_name(path)}: invalid expression: {exc.message}")

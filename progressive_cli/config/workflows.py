@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from progressive_cli.config.common import Duration, Identifier, Model
+from progressive_cli.config.common import Backoff, Duration, Identifier, Model
 from progressive_cli.config.integrations import ERROR_KINDS, ErrorKind
 
 StepErrorKind = Literal[
@@ -25,22 +25,13 @@ InputType = Literal["string", "number", "integer", "boolean", "object", "list"]
 Expr = Annotated[str, Field(min_length=1, description="an expression, bare or as ${{ ... }}")]
 
 
-class RetryPolicy(Model):
+class RetryPolicy(Backoff):
     max_attempts: int = Field(1, ge=1, le=100)
-    """Attempts in all; 1 means no retry."""
-    initial_delay: Duration = 1.0
-    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    """Attempts in all; 1 (the default) means no retry."""
     max_delay: Duration = 60.0
-    jitter: Literal["full", "none"] = "full"
     retry_on: list[StepErrorKind] = Field(
         default_factory=lambda: ["RATE_LIMITED", "NETWORK_ERROR", "TIMEOUT", "CIRCUIT_BREAKER_OPEN"]
     )
-
-    @model_validator(mode="after")
-    def _delays(self) -> Self:
-        if self.max_delay < self.initial_delay:
-            raise ValueError("max_delay must be at least initial_delay")
-        return self
 
 
 class _StepBase(Model):
