@@ -101,7 +101,7 @@ def _columns(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
 
 
 def table(
-    rows: list[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     columns: Sequence[tuple[str, str]],
     *,
     title: str | None = None,

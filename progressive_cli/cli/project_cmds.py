@@ -4,13 +4,13 @@
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from progressive_cli.cli.app import OutputOpt, new_typer, state
 from progressive_cli.cli.output import OutputFormat, emit, say
-from progressive_cli.errors import ConfigError, UsageError
+from progressive_cli.errors import ConfigError, Diagnostic, UsageError
 
 
 def validate(
@@ -45,7 +45,7 @@ def validate(
     )
 
 
-def _report(root: str, valid: bool, diagnostics: list) -> dict:  # type: ignore[type-arg]
+def _report(root: str, valid: bool, diagnostics: list[Diagnostic]) -> dict[str, Any]:
     return {
         "project": root,
         "valid": valid,

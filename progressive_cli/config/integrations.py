@@ -11,6 +11,10 @@ ERROR_KINDS = ("API_ERROR", "RATE_LIMITED", "CIRCUIT_BREAKER_OPEN", "NETWORK_ERR
 ErrorKind = Literal["API_ERROR", "RATE_LIMITED", "CIRCUIT_BREAKER_OPEN", "NETWORK_ERROR", "TIMEOUT"]
 
 
+def _kinds(*kinds: ErrorKind) -> list[ErrorKind]:
+    return list(kinds)
+
+
 # --- auth -------------------------------------------------------------------------------------------
 class NoAuth(Model):
     type: Literal["none"]
@@ -79,14 +83,14 @@ class CircuitBreaker(Model):
     """How long the breaker stays open before a trial call (half-open)."""
     success_threshold: int = Field(1, ge=1)
     """Successful trial calls needed to close it again."""
-    count: list[ErrorKind] = Field(default_factory=lambda: ["API_ERROR", "NETWORK_ERROR", "TIMEOUT"])
+    count: list[ErrorKind] = Field(default_factory=lambda: _kinds("API_ERROR", "NETWORK_ERROR", "TIMEOUT"))
     """Error kinds that count as failures. API_ERROR counts only for 5xx statuses."""
     count_status: list[int] = Field(default_factory=list)
     """Extra statuses (e.g. 429) that count as failures."""
 
 
 class Retry(Backoff):
-    retry_on: list[ErrorKind] = Field(default_factory=lambda: ["RATE_LIMITED", "NETWORK_ERROR", "TIMEOUT"])
+    retry_on: list[ErrorKind] = Field(default_factory=lambda: _kinds("RATE_LIMITED", "NETWORK_ERROR", "TIMEOUT"))
     """Error kinds that are retried. API_ERROR is retried only for 5xx statuses."""
     max_retry_after: Duration = 60.0
     """Cap on a server's Retry-After."""

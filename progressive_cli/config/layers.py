@@ -149,11 +149,11 @@ def build_settings(
         if known(key, Location("--set"), spelled):
             user[key] = (_parse_scalar(raw), Source("flag", "--set"))
 
-    for key, (value, source) in user.items():
+    for key, (value, origin) in user.items():
         for old in [k for k in layers.values if k[: len(key)] == key or key[: len(k)] == k]:
             del layers.values[old], layers.sources[old]  # a whole sub-tree replaced by one layer
         layers.values[key] = value
-        layers.sources[key] = source
+        layers.sources[key] = origin
 
     layers_sources = dict(layers.sources)
     nested = _nest({k: v for k, (v, _) in user.items()})
@@ -162,7 +162,9 @@ def build_settings(
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
-            source = next((user[loc[:i]][1] for i in range(len(loc), 0, -1) if loc[:i] in user), None)
+            source: Source | None = next(
+                (user[loc[:i]][1] for i in range(len(loc), 0, -1) if loc[:i] in user), None
+            )
             if source is None:  # the error is on a mapping whose leaves were set: blame the first of them
                 source = next((src for key, (_, src) in user.items() if key[: len(loc)] == loc), None)
             if source is not None:

@@ -391,8 +391,8 @@ class _CrossChecker:
             for b, branch in enumerate(step.branches):
                 yield from self._walk(branch.steps, (*path, "branches", b, "steps"), scope)
         elif isinstance(step, ParallelStep):
-            for name, branch in step.branches.items():
-                yield from self._walk(branch, (*path, "branches", name), scope)
+            for name, steps in step.branches.items():
+                yield from self._walk(steps, (*path, "branches", name), scope)
         elif isinstance(step, ForeachStep):
             inner = scope | {step.as_, f"{step.as_}_index"}
             yield from self._walk(step.steps, (*path, "steps"), inner)

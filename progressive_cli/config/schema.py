@@ -14,14 +14,17 @@ FILE_FOR = {
 
 
 def json_schema(name: str) -> dict[str, Any]:
+    from pydantic import BaseModel
+
     from progressive_cli.config.agents import AgentsFile
     from progressive_cli.config.integrations import IntegrationsFile
     from progressive_cli.config.settings import Settings
     from progressive_cli.config.workflows import WorkflowFile
 
-    model = {"agents": AgentsFile, "integrations": IntegrationsFile, "workflow": WorkflowFile,
-             "settings": Settings}[name]
-    schema = model.model_json_schema(by_alias=True, mode="validation")
+    models: dict[str, type[BaseModel]] = {
+        "agents": AgentsFile, "integrations": IntegrationsFile, "workflow": WorkflowFile, "settings": Settings,
+    }
+    schema = models[name].model_json_schema(by_alias=True, mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://progressive.dev/schema/{name}.json",

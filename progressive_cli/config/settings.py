@@ -59,6 +59,10 @@ class CommandSink(Model):
 Sink = Annotated[LogSink | EventSink | WebhookSink | CommandSink, Field(discriminator="type")]
 
 
+def _default_sinks() -> list[Sink]:
+    return [LogSink(type="log"), EventSink(type="event")]
+
+
 class AlertSettings(Model):
     failure_threshold: int = Field(3, ge=1)
     """Consecutive failed checks before an alert fires."""
@@ -66,7 +70,7 @@ class AlertSettings(Model):
     """Consecutive good checks before it is resolved."""
     reminder_interval: Duration = 1800.0
     """Least time between reminders of an alert that is still firing."""
-    sinks: list[Sink] = Field(default_factory=lambda: [LogSink(type="log"), EventSink(type="event")])
+    sinks: list[Sink] = Field(default_factory=lambda: _default_sinks())
 
 
 class DaemonSettings(Model):

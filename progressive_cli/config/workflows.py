@@ -25,13 +25,14 @@ InputType = Literal["string", "number", "integer", "boolean", "object", "list"]
 Expr = Annotated[str, Field(min_length=1, description="an expression, bare or as ${{ ... }}")]
 
 
+_RETRIED: tuple[StepErrorKind, ...] = ("RATE_LIMITED", "NETWORK_ERROR", "TIMEOUT", "CIRCUIT_BREAKER_OPEN")
+
+
 class RetryPolicy(Backoff):
     max_attempts: int = Field(1, ge=1, le=100)
     """Attempts in all; 1 (the default) means no retry."""
     max_delay: Duration = 60.0
-    retry_on: list[StepErrorKind] = Field(
-        default_factory=lambda: ["RATE_LIMITED", "NETWORK_ERROR", "TIMEOUT", "CIRCUIT_BREAKER_OPEN"]
-    )
+    retry_on: list[StepErrorKind] = Field(default_factory=lambda: list(_RETRIED))
 
 
 class _StepBase(Model):

@@ -22,7 +22,7 @@ from progressive_cli.errors import ConfigError, Diagnostic, Location
 try:  # the C loader is ~10x faster and keeps marks
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader
 
 Path_ = tuple[str | int, ...]
 
