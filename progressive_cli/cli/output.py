@@ -1,7 +1,8 @@
 """Rendering: stdout carries data (table, JSON or YAML), stderr carries diagnostics.
 
-Every string goes through the secret redactor on its way out. Tables are Rich tables
-on a terminal and plain aligned columns otherwise; NO_COLOR turns colour off.
+Every string goes through the secret redactor on its way out. Tables are aligned columns
+that never wrap a cell (like kubectl): a terminal adds a bold header, pipes get plain text,
+and NO_COLOR turns colour off.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
 from progressive_cli.config.secrets import REDACTOR
+from progressive_cli.errors import one_line
 
 
 class OutputFormat(enum.StrEnum):
@@ -108,25 +110,15 @@ def table(
     stream: IO[str] | None = None,
 ) -> None:
     out = stream or sys.stdout
-    cells = [[REDACTOR.redact(_cell(row.get(key))) for key, _ in columns] for row in rows]
+    cells = [[one_line(REDACTOR.redact(_cell(row.get(key)))) for key, _ in columns] for row in rows]
     headers = [header for _, header in columns]
-    if not is_tty(out):
-        widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-        out.write("\n".join(lines) + "\n")
-        return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    console = Console(file=out, no_color=not use_color(out), highlight=False)
-    t = Table(title=title, header_style="bold", box=None, pad_edge=False)
-    for header in headers:
-        t.add_column(header, overflow="fold")
-    for r in cells:
-        t.add_row(*(Text(c) for c in r))
-    console.print(t)
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    header = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    if use_color(out):
+        header = f"\033[1m{header}\033[0m"
+    lines = ([title] if title and is_tty(out) else []) + [header, *body]
+    out.write("\n".join(lines) + "\n")
 
 
 def say(message: str, *, style: str | None = None) -> None:
