@@ -7,16 +7,15 @@ code base decides exit codes.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+_CONTROL = {c: chr(c).encode("unicode_escape").decode("ascii") for c in (*range(32), 0x7F, 0x85, 0x2028, 0x2029)}
 
 
 def one_line(text: str) -> str:
     """Escape control characters so a message stays on one line of a terminal or log."""
-    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+    return text.translate(_CONTROL)
 
 
 class ExitCode(IntEnum):
@@ -48,8 +47,7 @@ EXIT_CODE_HELP: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, order=True)
-class Location:
+class Location(NamedTuple):
     """A place in a config file. ``line`` and ``col`` are 1-based; 0 means unknown."""
 
     file: str
@@ -62,8 +60,7 @@ class Location:
         return self.file
 
 
-@dataclass(frozen=True)
-class Diagnostic:
+class Diagnostic(NamedTuple):
     """One problem found in a project, with its place and severity."""
 
     location: Location
@@ -97,15 +94,14 @@ class ProgressiveError(Exception):
         return [one_line(f"error: {self.message}")]
 
 
-@dataclass
 class ConfigError(ProgressiveError):
     """One or more problems in the project's YAML files."""
 
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    exit_code: ExitCode = ExitCode.INVALID
+    exit_code = ExitCode.INVALID
 
-    def __post_init__(self) -> None:
-        errors = [d for d in self.diagnostics if d.severity == "error"]
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        errors = [d for d in diagnostics if d.severity == "error"]
         super().__init__(str(errors[0]) if errors else "invalid configuration")
 
     def lines(self) -> list[str]:
