@@ -1,0 +1,366 @@
+"""The embedded state store: one SQLite file in WAL mode, safe for several processes at once.
+
+Durability: WAL with ``synchronous=NORMAL`` survives any process crash (SIGKILL included);
+``state.durability: full`` in progressive.yaml adds an fsync per commit for power loss.
+The schema is versioned with ``PRAGMA user_version``; an older file is migrated in place in
+one transaction, a newer or foreign one is refused with a message, never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from progressive_cli.errors import UnavailableError
+from progressive_cli.store.base import Event, Execution, StepRecord, WorkItem, new_id, now
+
+APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
+SCHEMA_VERSION = 1
+
+# Each entry upgrades from version i to i + 1. Later issues append; nothing is ever edited.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        status TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        outputs TEXT,
+        error TEXT,
+        parent_id TEXT,
+        parent_step TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        updated_at REAL NOT NULL,
+        wake_at REAL,
+        deadline REAL,
+        owner TEXT,
+        lease_until REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX executions_status ON executions (status, updated_at);
+    CREATE INDEX executions_workflow ON executions (workflow, created_at);
+    CREATE INDEX executions_parent ON executions (parent_id);
+    CREATE TABLE steps (
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        input TEXT,
+        output TEXT,
+        error TEXT,
+        started_at REAL,
+        finished_at REAL,
+        wake_at REAL,
+        PRIMARY KEY (execution_id, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        subject TEXT,
+        execution_id TEXT,
+        time REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_execution ON events (execution_id, seq);
+    CREATE INDEX events_type ON events (type, seq);
+    CREATE TABLE queue (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        available_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        leased_by TEXT,
+        lease_until REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX queue_ready ON queue (available_at);
+    -- filled by later issues: operator actions, breakers, heartbeats, health history
+    CREATE TABLE controls (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, payload TEXT NOT NULL,
+        created_at REAL NOT NULL, applied_at REAL, result TEXT
+    );
+    CREATE TABLE breakers (
+        name TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
+        successes INTEGER NOT NULL DEFAULT 0, opened_at REAL, last_error TEXT, updated_at REAL NOT NULL
+    );
+    CREATE TABLE heartbeats (
+        agent TEXT NOT NULL, instance TEXT NOT NULL, at REAL NOT NULL, status TEXT NOT NULL, detail TEXT,
+        PRIMARY KEY (agent, instance)
+    );
+    CREATE TABLE health_results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, check_name TEXT NOT NULL, status TEXT NOT NULL,
+        response_ms REAL, detail TEXT, at REAL NOT NULL
+    );
+    CREATE INDEX health_results_check ON health_results (check_name, at);
+    """,
+]
+
+_EXECUTION_FIELDS = [f.name for f in fields(Execution)]
+_STEP_FIELDS = [f.name for f in fields(StepRecord)]
+_JSON_EXECUTION = {"inputs", "definition", "outputs", "error"}
+_JSON_STEP = {"input", "output", "error"}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def path_from_url(url: str, root: Path) -> Path:
+    """``sqlite:///rel/path.db`` is relative to the project; ``sqlite:////abs/path.db`` is absolute."""
+    if not url.startswith("sqlite:///"):
+        raise UnavailableError(f"state.url {url!r}: expected sqlite:///PATH")
+    raw = url.removeprefix("sqlite:///")
+    path = Path(raw)
+    return path if path.is_absolute() else root / path
+
+
+class SQLiteStore:
+    """:class:`~progressive_cli.store.base.StateStore` on one SQLite file."""
+
+    def __init__(self, path: Path, *, durability: str = "normal", busy_timeout: float = 10.0) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
+                                      check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise UnavailableError(f"cannot open the state store {path}: {exc}") from None
+        try:
+            self._prepare(durability)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise UnavailableError(f"{path} is not a usable progressive state store ({exc})") from None
+        except BaseException:
+            self.db.close()
+            raise
+
+    # --- setup ---------------------------------------------------------------------------------------
+    def _prepare(self, durability: str) -> None:
+        db = self.db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]  # raises on a non-SQLite file
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if app_id != APPLICATION_ID and (tables or version):
+            raise UnavailableError(
+                f"{self.path} is an SQLite database but not a progressive state store; "
+                "point state.url at another file"
+            )
+        if version > SCHEMA_VERSION:
+            raise UnavailableError(
+                f"{self.path} has schema version {version}, newer than this progressive ({SCHEMA_VERSION}); "
+                "upgrade progressive, or point state.url at another file"
+            )
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        db.execute("PRAGMA foreign_keys = ON")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            current = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+            for index in range(current, SCHEMA_VERSION):
+                for statement in MIGRATIONS[index].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        self.db.close()
+
+    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], events: list[Event] | None) -> None:
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    db.execute(sql, params)
+                if events:
+                    db.executemany(
+                        "INSERT INTO events (id, type, source, subject, execution_id, time, data) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(e.id, e.type, e.source, e.subject, e.execution_id, e.time, _dumps(e.data)) for e in events],
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"state store {self.path}: {exc}") from None
+
+    # --- executions ----------------------------------------------------------------------------------
+    def _row_to_execution(self, row: sqlite3.Row | tuple[Any, ...]) -> Execution:
+        values = dict(zip(_EXECUTION_FIELDS, row, strict=True))
+        for name in _JSON_EXECUTION:
+            values[name] = _loads(values[name])
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        return Execution(**values)
+
+    async def create_execution(self, execution: Execution, events: list[Event] | None = None) -> None:
+        data = asdict(execution)
+        params = tuple(_dumps(data[f]) if f in _JSON_EXECUTION and data[f] is not None else data[f]
+                       for f in _EXECUTION_FIELDS)
+        placeholders = ", ".join("?" * len(_EXECUTION_FIELDS))
+        self._write([(f"INSERT INTO executions ({', '.join(_EXECUTION_FIELDS)}) VALUES ({placeholders})",
+                      params)], events)
+
+    async def get_execution(self, execution_id: str) -> Execution | None:
+        row = self.db.execute(
+            f"SELECT {', '.join(_EXECUTION_FIELDS)} FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
+        return self._row_to_execution(row) if row else None
+
+    async def find_execution(self, prefix: str) -> list[Execution]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.db.execute(
+            f"SELECT {', '.join(_EXECUTION_FIELDS)} FROM executions WHERE id LIKE ? ESCAPE '\\' LIMIT 5",
+            (escaped + "%",),
+        ).fetchall()
+        return [self._row_to_execution(r) for r in rows]
+
+    async def list_executions(
+        self, *, workflow: str | None = None, statuses: list[str] | None = None, limit: int = 50
+    ) -> list[Execution]:
+        where, params = [], []
+        if workflow:
+            where.append("workflow = ?")
+            params.append(workflow)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.execute(
+            f"SELECT {', '.join(_EXECUTION_FIELDS)} FROM executions {clause} ORDER BY created_at DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [self._row_to_execution(r) for r in rows]
+
+    async def update_execution(self, execution_id: str, events: list[Event] | None = None, **changes: Any) -> None:
+        unknown = set(changes) - set(_EXECUTION_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown execution fields: {sorted(unknown)}")
+        changes.setdefault("updated_at", now())
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        params = tuple(_dumps(v) if k in _JSON_EXECUTION and v is not None else v for k, v in changes.items())
+        self._write([(f"UPDATE executions SET {sets} WHERE id = ?", (*params, execution_id))], events)
+
+    async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float) -> bool:
+        t = now()
+        cursor = self.db.execute(
+            "UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? "
+            "WHERE id = ? AND (owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?)",
+            (owner, t + lease_seconds, t, execution_id, owner, t),
+        )
+        return cursor.rowcount == 1
+
+    # --- steps ---------------------------------------------------------------------------------------
+    async def load_steps(self, execution_id: str) -> dict[str, StepRecord]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(_STEP_FIELDS)} FROM steps WHERE execution_id = ?", (execution_id,)
+        ).fetchall()
+        out = {}
+        for row in rows:
+            values = dict(zip(_STEP_FIELDS, row, strict=True))
+            for name in _JSON_STEP:
+                values[name] = _loads(values[name])
+            out[values["key"]] = StepRecord(**values)
+        return out
+
+    async def save_step(self, record: StepRecord, events: list[Event] | None = None) -> None:
+        data = asdict(record)
+        params = tuple(_dumps(data[f]) if f in _JSON_STEP and data[f] is not None else data[f] for f in _STEP_FIELDS)
+        placeholders = ", ".join("?" * len(_STEP_FIELDS))
+        self._write([(f"INSERT OR REPLACE INTO steps ({', '.join(_STEP_FIELDS)}) VALUES ({placeholders})",
+                      params)], events)
+
+    async def delete_steps(self, execution_id: str, keys: list[str]) -> None:
+        self._write([("DELETE FROM steps WHERE execution_id = ? AND key = ?", (execution_id, k)) for k in keys],
+                    None)
+
+    # --- events --------------------------------------------------------------------------------------
+    async def append_events(self, events: list[Event]) -> None:
+        self._write([], events)
+
+    async def list_events(
+        self, *, after_seq: int = 0, execution_id: str | None = None, type_prefix: str | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        where, params = ["seq > ?"], [after_seq]
+        if execution_id:
+            where.append("execution_id = ?")
+            params.append(execution_id)
+        if type_prefix:
+            where.append("type LIKE ?")
+            params.append(type_prefix.rstrip("*") + "%")
+        rows = self.db.execute(
+            "SELECT seq, id, type, source, subject, execution_id, time, data FROM events "
+            f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [Event(seq=r[0], id=r[1], type=r[2], source=r[3], subject=r[4], execution_id=r[5], time=r[6],
+                      data=json.loads(r[7])) for r in rows]
+
+    # --- work queue ----------------------------------------------------------------------------------
+    async def enqueue(self, kind: str, payload: dict[str, Any], available_at: float | None = None) -> str:
+        item_id = new_id()
+        t = now()
+        self._write([("INSERT INTO queue (id, kind, payload, available_at, created_at) VALUES (?, ?, ?, ?, ?)",
+                      (item_id, kind, _dumps(payload), available_at or t, t))], None)
+        return item_id
+
+    async def claim_work(self, worker: str, lease_seconds: float) -> WorkItem | None:
+        t = now()
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT id, kind, payload, available_at, attempts FROM queue "
+                    "WHERE available_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                    "ORDER BY available_at LIMIT 1",
+                    (t, t),
+                ).fetchone()
+                if row is not None:
+                    db.execute("UPDATE queue SET leased_by = ?, lease_until = ?, attempts = attempts + 1 "
+                               "WHERE id = ?", (worker, t + lease_seconds, row[0]))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"state store {self.path}: {exc}") from None
+        if row is None:
+            return None
+        return WorkItem(id=row[0], kind=row[1], payload=json.loads(row[2]), available_at=row[3],
+                        attempts=row[4] + 1, leased_by=worker, lease_until=t + lease_seconds)
+
+    async def finish_work(self, item_id: str) -> None:
+        self._write([("DELETE FROM queue WHERE id = ?", (item_id,))], None)
+
+    async def queue_depth(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0])
