@@ -246,7 +246,8 @@ class SQLiteStore:
     async def list_executions(
         self, *, workflow: str | None = None, statuses: list[str] | None = None, limit: int = 50
     ) -> list[Execution]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if workflow:
             where.append("workflow = ?")
             params.append(workflow)
@@ -310,7 +311,8 @@ class SQLiteStore:
         self, *, after_seq: int = 0, execution_id: str | None = None, type_prefix: str | None = None,
         limit: int = 100,
     ) -> list[Event]:
-        where, params = ["seq > ?"], [after_seq]
+        where: list[str] = ["seq > ?"]
+        params: list[Any] = [after_seq]
         if execution_id:
             where.append("execution_id = ?")
             params.append(execution_id)
