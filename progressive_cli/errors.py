@@ -26,6 +26,8 @@ class ExitCode(IntEnum):
     INVALID = 2  # bad usage, bad config, bad input: nothing was done
     NOT_FOUND = 4  # a named agent, integration, workflow or execution does not exist
     UNAVAILABLE = 5  # the state store, a daemon or a server could not be reached or used
+    TIMED_OUT = 6  # a workflow run hit its timeout
+    CANCELLED = 7  # a workflow run was cancelled
     INTERNAL = 70  # a bug in progressive (EX_SOFTWARE); PROGRESSIVE_DEBUG=1 shows the traceback
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT
 
@@ -42,6 +44,8 @@ EXIT_CODE_HELP: dict[str, str] = {
     "3": "health only: unknown",
     "4": "a named agent, integration, workflow or execution does not exist",
     "5": "the state store, daemon or a server is unavailable",
+    "6": "the workflow run timed out",
+    "7": "the workflow run was cancelled",
     "70": "internal error (a bug; PROGRESSIVE_DEBUG=1 shows the traceback)",
     "130": "interrupted (Ctrl-C)",
 }
@@ -126,3 +130,15 @@ class NotFoundError(ProgressiveError):
 
 class UnavailableError(ProgressiveError):
     exit_code = ExitCode.UNAVAILABLE
+
+
+class StepError(ProgressiveError):
+    """A step failed. ``kind`` is one of the error kinds retry policies and on_error act on."""
+
+    def __init__(self, kind: str, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.details = details or {}
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "message": self.message, **self.details}

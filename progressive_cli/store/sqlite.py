@@ -121,6 +121,28 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements; unlike ``split(";")`` this keeps trigger bodies, string
+    literals and comments containing ``;`` intact."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending)
+            pending = ""
+    if pending.strip():
+        out.append(pending)
+    return out
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite rolls back by itself after some errors, and
+    a failing ROLLBACK would hide the original error)."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def path_from_url(url: str, root: Path) -> Path:
     """``sqlite:///rel/path.db`` is relative to the project; ``sqlite:////abs/path.db`` is absolute."""
     if not url.startswith("sqlite:///"):
@@ -146,18 +168,26 @@ class SQLiteStore:
             self._prepare(durability)
         except sqlite3.DatabaseError as exc:
             self.db.close()
-            raise UnavailableError(f"{path} is not a usable progressive state store ({exc})") from None
+            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                raise UnavailableError(f"{path} is not a usable progressive state store ({exc})") from None
+            raise UnavailableError(f"cannot use the state store {path}: {exc}") from None
         except BaseException:
             self.db.close()
             raise
 
     # --- setup ---------------------------------------------------------------------------------------
-    def _prepare(self, durability: str) -> None:
-        db = self.db
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]  # raises on a non-SQLite file
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if app_id != APPLICATION_ID and (tables or version):
+    def _check(self) -> int:
+        """Refuse a foreign or newer file; return its schema version.
+
+        The three values are read in one statement, so one snapshot: read one by one, a process
+        could see another process's migration half-way (application_id 0 but user_version 1) and
+        call a brand-new store foreign."""
+        app_id, version, tables = self.db.execute(  # raises on a non-SQLite file
+            "SELECT (SELECT application_id FROM pragma_application_id), "
+            "(SELECT user_version FROM pragma_user_version), "
+            "(SELECT count(*) FROM sqlite_master WHERE type = 'table')"
+        ).fetchone()
+        if app_id != APPLICATION_ID and (tables or version or app_id):
             raise UnavailableError(
                 f"{self.path} is an SQLite database but not a progressive state store; "
                 "point state.url at another file"
@@ -167,27 +197,31 @@ class SQLiteStore:
                 f"{self.path} has schema version {version}, newer than this progressive ({SCHEMA_VERSION}); "
                 "upgrade progressive, or point state.url at another file"
             )
+        return int(version)
+
+    def _prepare(self, durability: str) -> None:
+        db = self.db
+        version = self._check()
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
         db.execute("PRAGMA foreign_keys = ON")
         if version < SCHEMA_VERSION:
-            self._migrate(version)
+            self._migrate()
 
-    def _migrate(self, version: int) -> None:
+    def _migrate(self) -> None:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            current = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+            current = self._check()  # another process may have migrated (or replaced the file) meanwhile
             for index in range(current, SCHEMA_VERSION):
-                for statement in MIGRATIONS[index].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(MIGRATIONS[index]):
+                    db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     async def close(self) -> None:
@@ -208,7 +242,7 @@ class SQLiteStore:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         except sqlite3.OperationalError as exc:
             raise UnavailableError(f"state store {self.path}: {exc}") from None
@@ -236,10 +270,10 @@ class SQLiteStore:
         return self._row_to_execution(row) if row else None
 
     async def find_execution(self, prefix: str) -> list[Execution]:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # substr, not LIKE: LIKE is case-insensitive in SQLite (and not in PostgreSQL)
         rows = self.db.execute(
-            f"SELECT {', '.join(_EXECUTION_FIELDS)} FROM executions WHERE id LIKE ? ESCAPE '\\' LIMIT 5",
-            (escaped + "%",),
+            f"SELECT {', '.join(_EXECUTION_FIELDS)} FROM executions WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 5",
+            (len(prefix), prefix),
         ).fetchall()
         return [self._row_to_execution(r) for r in rows]
 
@@ -272,11 +306,14 @@ class SQLiteStore:
 
     async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float) -> bool:
         t = now()
-        cursor = self.db.execute(
-            "UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? "
-            "WHERE id = ? AND (owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?)",
-            (owner, t + lease_seconds, t, execution_id, owner, t),
-        )
+        try:
+            cursor = self.db.execute(
+                "UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? "
+                "WHERE id = ? AND (owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?)",
+                (owner, t + lease_seconds, t, execution_id, owner, t),
+            )
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"state store {self.path}: {exc}") from None
         return cursor.rowcount == 1
 
     # --- steps ---------------------------------------------------------------------------------------
@@ -316,9 +353,11 @@ class SQLiteStore:
         if execution_id:
             where.append("execution_id = ?")
             params.append(execution_id)
-        if type_prefix:
-            where.append("type LIKE ?")
-            params.append(type_prefix.rstrip("*") + "%")
+        prefix = (type_prefix or "").rstrip("*")
+        if prefix:
+            # substr, not LIKE: "_" is a LIKE wildcard and LIKE ignores case in SQLite
+            where.append("substr(type, 1, ?) = ?")
+            params.extend((len(prefix), prefix))
         rows = self.db.execute(
             "SELECT seq, id, type, source, subject, execution_id, time, data FROM events "
             f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
@@ -332,7 +371,7 @@ class SQLiteStore:
         item_id = new_id()
         t = now()
         self._write([("INSERT INTO queue (id, kind, payload, available_at, created_at) VALUES (?, ?, ?, ?, ?)",
-                      (item_id, kind, _dumps(payload), available_at or t, t))], None)
+                      (item_id, kind, _dumps(payload), t if available_at is None else available_at, t))], None)
         return item_id
 
     async def claim_work(self, worker: str, lease_seconds: float) -> WorkItem | None:
@@ -352,7 +391,7 @@ class SQLiteStore:
                                "WHERE id = ?", (worker, t + lease_seconds, row[0]))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         except sqlite3.OperationalError as exc:
             raise UnavailableError(f"state store {self.path}: {exc}") from None

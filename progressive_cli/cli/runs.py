@@ -1,0 +1,382 @@
+"""`run workflow` and `executions`: start, watch, inspect, cancel, resume and retry runs."""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from progressive_cli.cli.app import OutputOpt, new_typer, parse_pairs, state
+from progressive_cli.cli.output import OutputFormat, emit, is_tty, say
+from progressive_cli.errors import ExitCode, NotFoundError, UsageError
+
+run_app = new_typer("Run a workflow in this process, or queue it for the daemon.")
+executions_app = new_typer("Inspect, cancel, resume and retry workflow runs.")
+
+STATUS_EXIT = {"completed": ExitCode.OK, "failed": ExitCode.FAILED, "timed_out": ExitCode.TIMED_OUT,
+               "cancelled": ExitCode.CANCELLED, "waiting": ExitCode.OK, "queued": ExitCode.OK,
+               "running": ExitCode.OK}
+
+
+class Reporter:
+    """Step progress on stderr: coloured symbols and durations on a terminal, plain lines otherwise."""
+
+    SYMBOLS = {"step.completed": ("✓", "ok"), "step.failed": ("✗", "error"), "step.retried": ("↻", "warning")}
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = is_tty(sys.stderr)
+
+    def __call__(self, event: Any) -> None:
+        if self.quiet:
+            return
+        data = event.data
+        if event.type.startswith("step."):
+            if event.type == "step.started":
+                if not self.tty:
+                    say(f"step.started {data.get('key')} ({data.get('type')}) attempt {data.get('attempt')}")
+                return
+            symbol, style = self.SYMBOLS.get(event.type, ("·", "dim"))
+            detail = ""
+            if "duration_ms" in data:
+                detail = f" {data['duration_ms']:.1f}ms"
+            if "error" in data:
+                detail += f" {data['error'].get('kind')}: {data['error'].get('message')}"
+            if event.type == "step.retried":
+                detail += f" (retry {data.get('next_attempt')} in {data.get('delay_s')}s)"
+            line = f"{symbol} {data.get('key')}{detail}" if self.tty else f"{event.type} {data.get('key')}{detail}"
+            say(line, style=style if self.tty else None)
+        elif event.type.startswith("workflow."):
+            if self.tty and event.type == "workflow.started":
+                say(f"▶ {data.get('workflow')} ({event.execution_id})", style="dim")
+            elif not self.tty:
+                say(f"{event.type} {data.get('workflow')} {event.execution_id}")
+
+
+def _inputs(values: list[str] | None, input_file: Path | None) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    if input_file is not None:
+        try:
+            text = input_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--input-file {input_file}: {exc.strerror or exc}") from None
+        try:
+            import yaml
+
+            data = yaml.safe_load(text)
+        except Exception as exc:
+            raise UsageError(f"--input-file {input_file}: not JSON or YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"--input-file {input_file}: expected a mapping of input names to values")
+        given.update(data)
+    given.update(parse_pairs(values, "-i/--input"))
+    return given
+
+
+def _engine(ctx: typer.Context, *, quiet: bool = False) -> Any:
+    from progressive_cli.agents.local import LocalAgents
+    from progressive_cli.engine.executor import Engine
+    from progressive_cli.store import open_store
+
+    project = state(ctx).project()
+    store = open_store(project.settings.state.url, project.root)
+    engine = Engine(project.workflows, store, agent_call=LocalAgents(project.agents.agents), on_event=Reporter(quiet))
+    return project, store, engine
+
+
+def _summary(execution: Any) -> dict[str, Any]:
+    duration = None
+    if execution.started_at and execution.finished_at:
+        duration = round((execution.finished_at - execution.started_at) * 1000, 1)
+    return {"execution": execution.id, "workflow": execution.workflow, "status": execution.status,
+            "duration_ms": duration, "outputs": execution.outputs, "error": execution.error}
+
+
+def _report(execution: Any, fmt: OutputFormat) -> None:
+    """Print the run's result as data and exit with the code for its status."""
+    if fmt is OutputFormat.table:
+        if execution.outputs:
+            emit(execution.outputs, fmt)
+        style = "ok" if execution.status == "completed" else "error"
+        error = execution.error or {}
+        tail = f": {error.get('kind')}: {error.get('message')}" if error else ""
+        say(f"{execution.status} {execution.workflow} {execution.id}{tail}", style=style)
+    else:
+        emit(_summary(execution), fmt)
+    code = STATUS_EXIT.get(execution.status, ExitCode.FAILED)
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        say("interrupted")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+@run_app.command("workflow")
+def run_workflow(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="WORKFLOW")],
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", metavar="KEY=VALUE",
+                                                     help="A workflow input; repeat for more.")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input-file", help="Inputs as a JSON or YAML mapping.")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Override the workflow timeout, e.g. 30s.")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Queue the run for the daemon and print its id.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No step progress on stderr.")] = False,
+    output: OutputOpt = None,
+) -> None:
+    """Run a workflow; exit 0 if it completed, 1 failed, 6 timed out, 7 cancelled."""
+    from progressive_cli.config.common import parse_duration
+
+    fmt = state(ctx).fmt(output)
+    given = _inputs(inputs, input_file)
+    try:
+        limit = parse_duration(timeout) if timeout is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
+    project, store, engine = _engine(ctx, quiet=quiet or (fmt is not OutputFormat.table and not is_tty(sys.stderr)))
+    if name not in project.workflows:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(project.workflows), n=1)
+        raise NotFoundError(f"no workflow '{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+
+    async def go() -> Any:
+        try:
+            if detach:
+                execution = await engine.start(name, given, timeout=limit, status="queued")
+                await store.enqueue("run", {"execution": execution.id})
+                return execution
+            execution = await engine.start(name, given, timeout=limit)
+            holder.append(execution.id)
+            return await engine.run(execution.id)
+        finally:
+            await store.close()
+
+    holder: list[str] = []
+    try:
+        execution = _run(go())
+    except typer.Exit:
+        if holder:
+            say(f"continue it with: progressive executions resume {holder[0]}")
+        raise
+    if detach:
+        if fmt is OutputFormat.table:
+            sys.stdout.write(execution.id + "\n")
+        else:
+            emit(_summary(execution), fmt)
+        say("queued. No daemon picks up queued runs yet (it arrives with the daemon issue); "
+            f"run it now with: progressive executions resume {execution.id}")
+        return
+    _report(execution, fmt)
+
+
+# --- executions -----------------------------------------------------------------------------------------
+async def _find(store: Any, prefix: str) -> Any:
+    matches = await store.find_execution(prefix)
+    if not matches:
+        raise NotFoundError(f"no execution '{prefix}'")
+    exact = [m for m in matches if m.id == prefix]
+    if exact:
+        return exact[0]
+    if len(matches) > 1:
+        raise UsageError(f"execution id '{prefix}' is ambiguous: {', '.join(m.id[:12] for m in matches)}")
+    return matches[0]
+
+
+def _store(ctx: typer.Context) -> Any:
+    from progressive_cli.store import open_store
+
+    project = state(ctx).project()
+    return open_store(project.settings.state.url, project.root)
+
+
+def _row(execution: Any) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    started = execution.started_at or execution.created_at
+    duration = (execution.finished_at - started) if execution.finished_at and started else None
+    return {
+        "id": execution.id, "workflow": execution.workflow, "status": execution.status,
+        "started": datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S") if started else None,
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "failed_step": (execution.error or {}).get("step"),
+    }
+
+
+@executions_app.command("list")
+def executions_list(
+    ctx: typer.Context,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w", help="Only this workflow.")] = None,
+    status: Annotated[list[str] | None, typer.Option("--status", "-s", help="Only these statuses.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10000, help="How many, newest first.")] = 20,
+    output: OutputOpt = None,
+) -> None:
+    """List recent runs, newest first."""
+    store = _store(ctx)
+    rows = [_row(e) for e in asyncio.run(store.list_executions(workflow=workflow, statuses=status, limit=limit))]
+    asyncio.run(store.close())
+    fmt = state(ctx).fmt(output)
+    if fmt is OutputFormat.table:
+        for row in rows:
+            row["id"] = row["id"][:12]
+    emit(rows, fmt, columns=[("id", "ID"), ("workflow", "WORKFLOW"), ("status", "STATUS"), ("started", "STARTED"),
+                             ("duration_s", "DURATION S"), ("failed_step", "FAILED STEP")])
+
+
+@executions_app.command("show")
+def executions_show(ctx: typer.Context, execution_id: Annotated[str, typer.Argument(metavar="ID")],
+                    output: OutputOpt = None) -> None:
+    """Show a run: status, inputs, outputs, and every step with its input, output, error, attempts and time."""
+
+    async def go() -> tuple[Any, Any]:
+        store = _store(ctx)
+        try:
+            execution = await _find(store, execution_id)
+            return execution, await store.load_steps(execution.id)
+        finally:
+            await store.close()
+
+    execution, steps = asyncio.run(go())
+    records = sorted(steps.values(), key=lambda r: (r.started_at or 0, r.key))
+    fmt = state(ctx).fmt(output)
+    step_rows = [{
+        "key": r.key, "type": r.type, "status": r.status, "attempt": r.attempt,
+        "duration_ms": round((r.finished_at - r.started_at) * 1000, 2) if r.finished_at and r.started_at else None,
+        "input": r.input, "output": r.output, "error": r.error,
+    } for r in records]
+    if fmt is not OutputFormat.table:
+        emit({**_summary(execution), "inputs": execution.inputs, "steps": step_rows}, fmt)
+        return
+    emit({**_row(execution), "inputs": execution.inputs, "outputs": execution.outputs, "error": execution.error}, fmt)
+    sys.stdout.write("\n")
+    for row in step_rows:
+        row["error"] = (row["error"] or {}).get("message")
+    emit(step_rows, fmt, columns=[("key", "STEP"), ("type", "TYPE"), ("status", "STATUS"), ("attempt", "ATTEMPT"),
+                                  ("duration_ms", "MS"), ("output", "OUTPUT"), ("error", "ERROR")])
+
+
+@executions_app.command("logs")
+def executions_logs(ctx: typer.Context, execution_id: Annotated[str, typer.Argument(metavar="ID")],
+                    output: OutputOpt = None) -> None:
+    """Print a run's events in order (CloudEvents-shaped with -o json)."""
+
+    async def go() -> list[Any]:
+        store = _store(ctx)
+        try:
+            execution = await _find(store, execution_id)
+            events, after = [], 0
+            while True:
+                batch = await store.list_events(execution_id=execution.id, after_seq=after, limit=1000)
+                events.extend(batch)
+                if len(batch) < 1000:
+                    return events
+                after = batch[-1].seq
+        finally:
+            await store.close()
+
+    events = asyncio.run(go())
+    fmt = state(ctx).fmt(output)
+    if fmt is not OutputFormat.table:
+        emit([e.cloudevent() for e in events], fmt)
+        return
+    from datetime import UTC, datetime
+
+    emit([{"time": datetime.fromtimestamp(e.time, UTC).strftime("%H:%M:%S.%f")[:-3], "type": e.type,
+           "subject": e.subject, "data": json.dumps(e.data, default=str)[:200]} for e in events], fmt,
+         columns=[("time", "TIME"), ("type", "TYPE"), ("subject", "SUBJECT"), ("data", "DATA")])
+
+
+@executions_app.command("cancel")
+def executions_cancel(ctx: typer.Context, execution_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Cancel a run: a live run stops before its next step; a stopped or queued one is marked cancelled."""
+    from progressive_cli.store.base import FINISHED, Event, now
+
+    async def go() -> str:
+        store = _store(ctx)
+        try:
+            execution = await _find(store, execution_id)
+            if execution.status in FINISHED:
+                raise UsageError(f"execution {execution.id[:12]} already {execution.status}")
+            live = execution.owner is not None and (execution.lease_until or 0) > now()
+            if live:
+                await store.update_execution(execution.id, cancel_requested=True)
+                return f"cancel requested; {execution.owner} stops {execution.id[:12]} before its next step"
+            event = Event("workflow.cancelled", {"workflow": execution.workflow, "status": "cancelled"},
+                          source=f"progressive/workflows/{execution.workflow}", subject=execution.id,
+                          execution_id=execution.id)
+            await store.update_execution(execution.id, [event], status="cancelled", cancel_requested=True,
+                                         finished_at=now(), error={"kind": "CANCELLED", "message": "cancelled"})
+            return f"cancelled {execution.id[:12]}"
+        finally:
+            await store.close()
+
+    say(asyncio.run(go()), style="ok")
+
+
+def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, output: OutputFormat | None) -> None:
+    from progressive_cli.store.base import FINISHED
+
+    _project, store, engine = _engine(ctx)
+    fmt = state(ctx).fmt(output)
+
+    async def go() -> Any:
+        try:
+            execution = await _find(store, execution_id)
+            if from_step is not None or execution.status in FINISHED:
+                if execution.status == "completed" and from_step is None:
+                    raise UsageError(f"execution {execution.id[:12]} completed; use --from-step to run part again")
+                steps = await store.load_steps(execution.id)
+                drop = retry_plan(steps, from_step)
+                await store.delete_steps(execution.id, sorted(drop))
+                await store.update_execution(execution.id, status="running", error=None, outputs=None,
+                                             finished_at=None, cancel_requested=False, owner=None, lease_until=None,
+                                             deadline=None)
+            return await engine.run(execution.id)
+        finally:
+            await store.close()
+
+    _report(_run(go()), fmt)
+
+
+def retry_plan(steps: dict[str, Any], from_step: str | None) -> set[str]:
+    """Records to drop so a run goes again: every unfinished one, ``from_step`` and all that began after it,
+    and every enclosing step of those (whose stored result would otherwise be reused)."""
+    drop = {k for k, r in steps.items() if r.status not in ("completed", "skipped")}
+    if from_step is not None:
+        matches = [r for k, r in steps.items() if k == from_step or r.step_id == from_step]
+        if not matches:
+            raise NotFoundError(f"no step '{from_step}' in this execution; see `progressive executions show`")
+        start = min(r.started_at or 0 for r in matches)
+        drop |= {k for k, r in steps.items() if (r.started_at or 0) >= start} | {r.key for r in matches}
+    parents = {k for k in steps for d in drop if d.startswith(k + "/") or d.startswith(k + "[")}
+    return drop | parents
+
+
+@executions_app.command("resume")
+def executions_resume(ctx: typer.Context, execution_id: Annotated[str, typer.Argument(metavar="ID")],
+                      output: OutputOpt = None) -> None:
+    """Continue an interrupted, waiting or queued run; completed steps are not run again."""
+    _continue(ctx, execution_id, None, output)
+
+
+@executions_app.command("retry")
+def executions_retry(
+    ctx: typer.Context,
+    execution_id: Annotated[str, typer.Argument(metavar="ID")],
+    from_step: Annotated[str | None, typer.Option("--from-step", help="Re-run from this step (id or key).")] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Run a failed, timed-out or cancelled run again from its failed step (or --from-step), reusing earlier outputs."""
+    _continue(ctx, execution_id, from_step, output)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(run_app, name="run")
+    app.add_typer(executions_app, name="executions")
+

@@ -1,0 +1,569 @@
+"""The durable workflow engine.
+
+A run is a tree walk over the workflow's steps. Every step has a *key* (its path, with
+``[i]`` for foreach iterations) and a record in the state store. Before a step starts, a
+step with side effects commits a ``running`` record; when it ends, its result and its
+events are committed in one transaction before the next step starts. Running the same
+execution again (``resume``) walks the same tree and reuses every completed record, so
+completed steps are not re-run and the run ends with the outputs an uninterrupted run
+would have had. Decisions that must not change on replay (the branch a condition took,
+the items of a foreach, the id of a child execution, a wait's wake-up time) are stored in
+the step's ``running`` record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from progressive_cli.config.workflows import STEP_ERROR_KINDS, RetryPolicy, WorkflowFile
+from progressive_cli.engine.expressions import (
+    ExpressionError,
+    Template,
+    compile_condition,
+    compile_template,
+    is_template,
+)
+from progressive_cli.engine.inputs import resolve_inputs
+from progressive_cli.errors import StepError
+from progressive_cli.store.base import FINISHED, Event, Execution, StateStore, StepRecord, new_id
+
+PURE_STEPS = frozenset({"transform"})  # no side effects and no children: no `running` record needed
+LEASE_SECONDS = 60.0
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+AgentCall = Callable[["AgentRequest"], Awaitable[Any]]
+
+
+@dataclass
+class AgentRequest:
+    """What an agent_call hands the agent runtime (the MCA, once it lands)."""
+
+    agent: str | None
+    capability: str | None
+    method: str
+    params: dict[str, Any]
+    idempotency_key: str
+    timeout: float | None
+    context: dict[str, Any]
+
+
+class Cancelled(Exception):
+    pass
+
+
+class _Stop(Exception):
+    """The run cannot go on in this process (a durable wait it must not sleep through)."""
+
+
+@dataclass
+class _Scope:
+    """Expression context of a run or of one foreach iteration (steps and vars layer over the parent)."""
+
+    ctx: dict[str, Any]
+    prefix: str = ""
+
+    def child(self, prefix: str, extra: Mapping[str, Any]) -> _Scope:
+        ctx = dict(self.ctx)
+        ctx.update(extra)
+        ctx["steps"] = dict(self.ctx["steps"])
+        ctx["vars"] = dict(self.ctx["vars"])
+        return _Scope(ctx, prefix)
+
+
+@dataclass
+class _Run:
+    execution: Execution
+    workflow: WorkflowFile
+    records: dict[str, StepRecord]
+    scope: _Scope
+    events: list[Event] = field(default_factory=list)
+
+
+class Engine:
+    """Runs workflows of one project against one state store."""
+
+    def __init__(
+        self,
+        workflows: Mapping[str, WorkflowFile],
+        store: StateStore,
+        *,
+        agent_call: AgentCall | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+        wait_inline: bool = True,
+        on_event: Callable[[Event], None] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.workflows = workflows
+        self.store = store
+        self.agent_call = agent_call
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.wait_inline = wait_inline
+        self.on_event = on_event
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self._templates: dict[str, Template] = {}
+        self._lease_until = 0.0
+
+    # --- public ------------------------------------------------------------------------------------
+    async def start(
+        self, name: str, inputs: Mapping[str, Any], *, parent: tuple[str, str] | None = None,
+        timeout: float | None = None, status: str = "running",
+    ) -> Execution:
+        """Validate inputs and create the execution record (committed before anything runs)."""
+        workflow = self.workflows[name]
+        resolved = resolve_inputs(workflow.inputs, inputs, name)
+        started = self.clock()
+        execution = Execution(
+            id=new_id(), workflow=name, status=status, inputs=resolved,
+            definition=workflow.model_dump(mode="json", by_alias=True),
+            parent_id=parent[0] if parent else None, parent_step=parent[1] if parent else None,
+            created_at=started, started_at=started if status == "running" else None, updated_at=started,
+            deadline=started + (timeout or workflow.timeout),
+        )
+        event = self._event("workflow.started" if status == "running" else "workflow.queued", execution,
+                            {"workflow": name, "inputs": resolved})
+        await self.store.create_execution(execution, [event])
+        self._emitted([event])
+        return execution
+
+    async def run(self, execution_id: str) -> Execution:
+        """Run (or resume) an execution until it finishes, or until a durable wait it may not sleep through."""
+        execution = await self.store.get_execution(execution_id)
+        if execution is None:
+            raise KeyError(execution_id)
+        if execution.status in FINISHED:
+            return execution
+        if not await self.store.claim_execution(execution.id, self.owner, LEASE_SECONDS):
+            from progressive_cli.errors import UnavailableError
+
+            raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}")
+        self._lease_until = self.clock() + LEASE_SECONDS
+        workflow = WorkflowFile.model_validate(execution.definition)
+        records = await self.store.load_steps(execution.id)
+        ctx = {
+            "inputs": execution.inputs,
+            "steps": {},
+            "vars": {},
+            "execution": {
+                "id": execution.id, "workflow": execution.workflow,
+                "started_at": _iso(execution.started_at or execution.created_at),
+            },
+        }
+        run = _Run(execution, workflow, records, _Scope(ctx))
+        if execution.status != "running":
+            await self._update(run, status="running", started_at=execution.started_at or self.clock())
+        remaining = (execution.deadline - self.clock()) if execution.deadline else None
+        try:
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                await self._steps(run, workflow.steps, run.scope)
+            outputs = self._render(workflow.outputs, run.scope.ctx, "outputs", run)
+        except _Stop:
+            return await self._get(execution.id)
+        except TimeoutError:
+            return await self._finish(run, "timed_out", error={
+                "kind": "TIMEOUT", "message": f"workflow '{workflow.name}' timed out after {workflow.timeout:g}s"})
+        except Cancelled:
+            return await self._finish(run, "cancelled", error={"kind": "CANCELLED", "message": "cancelled"})
+        except StepError as exc:
+            return await self._finish(run, "failed", error=exc.as_dict())
+        return await self._finish(run, "completed", outputs=outputs)
+
+    async def run_workflow(self, name: str, inputs: Mapping[str, Any], *, timeout: float | None = None) -> Execution:
+        execution = await self.start(name, inputs, timeout=timeout)
+        return await self.run(execution.id)
+
+    # --- bookkeeping -------------------------------------------------------------------------------
+    def _event(self, type_: str, execution: Execution, data: dict[str, Any], subject: str | None = None) -> Event:
+        return Event(type=type_, data=data, source=f"progressive/workflows/{execution.workflow}",
+                     subject=subject or execution.id, execution_id=execution.id, time=self.clock())
+
+    def _emitted(self, events: list[Event]) -> None:
+        if self.on_event:
+            for event in events:
+                self.on_event(event)
+
+    async def _get(self, execution_id: str) -> Execution:
+        execution = await self.store.get_execution(execution_id)
+        assert execution is not None
+        return execution
+
+    async def _update(self, run: _Run, events: list[Event] | None = None, **changes: Any) -> None:
+        await self.store.update_execution(run.execution.id, events, **changes)
+        for key, value in changes.items():
+            setattr(run.execution, key, value)
+        if events:
+            self._emitted(events)
+
+    async def _finish(self, run: _Run, status: str, *, outputs: Any = None, error: Any = None) -> Execution:
+        kind = {"completed": "workflow.completed", "cancelled": "workflow.cancelled"}.get(status, "workflow.failed")
+        data: dict[str, Any] = {"workflow": run.workflow.name, "status": status}
+        if outputs is not None:
+            data["outputs"] = outputs
+        if error is not None:
+            data["error"] = error
+        finished = self.clock()
+        data["duration_ms"] = round((finished - (run.execution.started_at or finished)) * 1000, 3)
+        await self._update(run, [self._event(kind, run.execution, data)], status=status, outputs=outputs,
+                           error=error, finished_at=finished, owner=None, lease_until=None, wake_at=None)
+        return run.execution
+
+    async def _checkpoint(self, run: _Run) -> None:
+        """Between steps: honour a cancel request and keep the lease."""
+        current = await self.store.get_execution(run.execution.id)
+        if current is not None and current.cancel_requested:
+            raise Cancelled
+        if self._lease_until - self.clock() < LEASE_SECONDS / 2:
+            await self.store.claim_execution(run.execution.id, self.owner, LEASE_SECONDS)
+            self._lease_until = self.clock() + LEASE_SECONDS
+
+    # --- expressions -------------------------------------------------------------------------------
+    def _template(self, source: str) -> Template:
+        template = self._templates.get(source)
+        if template is None:
+            template = self._templates[source] = compile_template(source, _ALL_ROOTS)
+        return template
+
+    def _render(self, value: Any, ctx: Mapping[str, Any], where: str, run: _Run) -> Any:
+        try:
+            return _render(value, ctx, self._template)
+        except ExpressionError as exc:
+            raise StepError("STEP_ERROR", f"workflow '{run.workflow.name}', {where}: {exc.message}") from None
+
+    def _condition(self, source: Any, ctx: Mapping[str, Any], where: str, run: _Run) -> Any:
+        if not isinstance(source, str):
+            return source
+        key = "\0cond:" + source
+        compiled = self._templates.get(key)
+        try:
+            if compiled is None:
+                compiled = self._templates[key] = Template(source, [compile_condition(source, _ALL_ROOTS)])
+            return compiled.render(ctx)
+        except ExpressionError as exc:
+            raise StepError("STEP_ERROR", f"workflow '{run.workflow.name}', {where}: {exc.message}") from None
+
+    # --- steps -------------------------------------------------------------------------------------
+    async def _steps(self, run: _Run, steps: list[Any], scope: _Scope) -> Any:
+        last = None
+        for step in steps:
+            last = await self._step(run, step, scope)
+        return last
+
+    async def _step(self, run: _Run, step: Any, scope: _Scope, key: str | None = None) -> Any:
+        key = key or f"{scope.prefix}{step.id}"
+        where = f"step '{step.id}'"
+        record = run.records.get(key)
+        if record is not None and record.status in ("completed", "skipped"):
+            self._publish(scope, step, record.output, record.status, record.error)
+            return record.output
+        await self._checkpoint(run)
+        ctx = scope.ctx
+        if step.if_ is not None and not self._condition(step.if_, ctx, f"{where}, field 'if'", run):
+            skipped = StepRecord(run.execution.id, key, step.id, step.type, "skipped",
+                                 started_at=self.clock(), finished_at=self.clock())
+            await self.store.save_step(skipped)
+            run.records[key] = skipped
+            self._publish(scope, step, None, "skipped", None)
+            return None
+        policy: RetryPolicy | None = step.retry or run.workflow.retry
+        attempts = policy.max_attempts if policy else 1
+        attempt = record.attempt if record is not None and record.status == "running" else 1
+        on_error = step.on_error or run.workflow.on_error
+        while True:
+            started = self.clock()
+            try:
+                output = await self._attempt(run, step, scope, key, attempt, record)
+            except StepError as exc:
+                retry = policy is not None and attempt < attempts and exc.kind in policy.retry_on
+                failed = StepRecord(run.execution.id, key, step.id, step.type, "running" if retry else "failed",
+                                    attempt=attempt, error=exc.as_dict(), started_at=started,
+                                    finished_at=self.clock())
+                if retry:
+                    assert policy is not None
+                    delay = backoff(policy, attempt, self.rng)
+                    event = self._event("step.retried", run.execution, {
+                        "step": step.id, "key": key, "attempt": attempt, "next_attempt": attempt + 1,
+                        "delay_s": round(delay, 3), "error": exc.as_dict()}, subject=key)
+                    failed.attempt = attempt + 1
+                    await self.store.save_step(failed, [event])
+                    self._emitted([event])
+                    run.records[key] = record = failed
+                    await self.sleep(delay)
+                    attempt += 1
+                    continue
+                event = self._event("step.failed", run.execution, {
+                    "step": step.id, "key": key, "attempt": attempt, "error": exc.as_dict()}, subject=key)
+                if on_error == "fallback" and step.fallback is not None:
+                    await self.store.save_step(failed, [event])
+                    self._emitted([event])
+                    output = await self._step(run, step.fallback, scope, key=f"{key}/fallback")
+                    self._publish(scope, step, output, "completed", None)
+                    return output
+                await self.store.save_step(failed, [event])
+                self._emitted([event])
+                run.records[key] = failed
+                exc.details.setdefault("step", key)
+                if on_error == "continue":
+                    self._publish(scope, step, None, "failed", exc.as_dict())
+                    return None
+                raise
+            began = record.started_at if record and record.started_at else started
+            ended = self.clock()
+            done = StepRecord(run.execution.id, key, step.id, step.type, "completed", attempt=attempt,
+                              input=(record.input if record else None), output=output,
+                              started_at=began, finished_at=ended)
+            events = []
+            if step.type in PURE_STEPS and record is None:
+                events.append(self._event("step.started", run.execution,
+                                          {"step": step.id, "key": key, "type": step.type, "attempt": attempt},
+                                          subject=key))
+            events.append(self._event("step.completed", run.execution, {
+                "step": step.id, "key": key, "type": step.type, "attempt": attempt,
+                "duration_ms": round((ended - began) * 1000, 3)}, subject=key))
+            events.extend(run.events)
+            run.events.clear()
+            await self.store.save_step(done, events)
+            self._emitted(events)
+            run.records[key] = done
+            self._publish(scope, step, output, "completed", None)
+            return output
+
+    def _publish(self, scope: _Scope, step: Any, output: Any, status: str, error: Any) -> None:
+        scope.ctx["steps"][step.id] = {"output": output, "status": status, "error": error}
+        if step.output and status != "skipped":
+            scope.ctx["vars"][step.output] = output
+
+    async def _mark_running(self, run: _Run, step: Any, key: str, attempt: int, decision: Any = None) -> StepRecord:
+        record = StepRecord(run.execution.id, key, step.id, step.type, "running", attempt=attempt,
+                            input=decision, started_at=self.clock())
+        event = self._event("step.started", run.execution,
+                            {"step": step.id, "key": key, "type": step.type, "attempt": attempt}, subject=key)
+        await self.store.save_step(record, [event])
+        self._emitted([event])
+        run.records[key] = record
+        return record
+
+    async def _attempt(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int,
+                       record: StepRecord | None) -> Any:
+        handler = getattr(self, f"_do_{step.type}", None)
+        if handler is None:
+            raise StepError("STEP_ERROR", f"step type '{step.type}' is not available yet")
+        decision = record.input if record is not None else None
+        if step.type not in PURE_STEPS and (record is None or record.status != "running"):
+            record = await self._mark_running(run, step, key, attempt, decision)
+        coro = handler(run, step, scope, key, attempt, decision)
+        if step.timeout is None or step.type in ("wait",):
+            return await coro
+        try:
+            async with asyncio.timeout(step.timeout):
+                return await coro
+        except TimeoutError:
+            if run.execution.deadline and self.clock() >= run.execution.deadline:
+                raise  # the workflow's own timeout, not the step's
+            raise StepError("TIMEOUT", f"step '{step.id}' timed out after {step.timeout:g}s") from None
+
+    async def _remember(self, run: _Run, key: str, decision: Any) -> None:
+        record = run.records[key]
+        record.input = decision
+        await self.store.save_step(record)
+
+    # --- step types --------------------------------------------------------------------------------
+    async def _do_transform(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
+        return self._render(step.value, scope.ctx, f"step '{step.id}', field 'value'", run)
+
+    async def _do_condition(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
+        where = f"step '{step.id}'"
+        if step.condition is not None:
+            chosen = step.then if self._condition(step.condition, scope.ctx, f"{where}, field 'condition'", run) \
+                else step.else_
+        else:
+            chosen = step.else_
+            for i, branch in enumerate(step.branches):
+                if self._condition(branch.when, scope.ctx, f"{where}, field 'branches[{i}].when'", run):
+                    chosen = branch.steps
+                    break
+        return await self._steps(run, chosen, scope)
+
+    async def _do_parallel(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
+        names = list(step.branches)
+        scopes = {name: _Scope(scope.ctx, f"{key}/{name}/") for name in names}
+
+        async def branch(name: str) -> Any:
+            return await self._steps(run, step.branches[name], scopes[name])
+
+        if step.join == "fail_fast":
+            return dict(zip(names, await _all_or_first_error([branch(n) for n in names]), strict=True))
+        outcomes = await asyncio.gather(*(branch(n) for n in names), return_exceptions=True)
+        results: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, StepError):
+                errors[name] = outcome.as_dict()
+                results[name] = None
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results[name] = outcome
+        if errors and len(errors) == len(names):
+            raise StepError("STEP_ERROR", f"every branch of '{step.id}' failed", {"branches": errors})
+        return results
+
+    async def _do_foreach(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, decision: Any) -> Any:
+        if isinstance(decision, dict) and "items" in decision:
+            items = decision["items"]
+        else:
+            items = self._condition(step.items, scope.ctx, f"step '{step.id}', field 'items'", run) \
+                if isinstance(step.items, str) else self._render(step.items, scope.ctx, f"step '{step.id}'", run)
+            if not isinstance(items, list):
+                raise StepError("STEP_ERROR", f"step '{step.id}': items must be a list, got {type(items).__name__}")
+            await self._remember(run, key, {"items": items})
+        limit = asyncio.Semaphore(step.concurrency)
+
+        async def one(index: int, item: Any) -> Any:
+            async with limit:
+                child = scope.child(f"{key}[{index}]/", {step.as_: item, f"{step.as_}_index": index})
+                return await self._steps(run, step.steps, child)
+
+        return await _all_or_first_error([one(i, item) for i, item in enumerate(items)])
+
+    async def _do_wait(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, decision: Any) -> Any:
+        if isinstance(decision, dict) and "wake_at" in decision:
+            wake_at = float(decision["wake_at"])
+        else:
+            if step.duration is not None:
+                wake_at = self.clock() + step.duration
+            else:
+                until = step.until if not isinstance(step.until, str) else \
+                    self._render(step.until, scope.ctx, f"step '{step.id}', field 'until'", run)
+                wake_at = _timestamp(until, step.id)
+            await self._remember(run, key, {"wake_at": wake_at})
+        delay = wake_at - self.clock()
+        if delay > 0:
+            if not self.wait_inline:
+                await self._update(run, status="waiting", wake_at=wake_at, owner=None, lease_until=None)
+                raise _Stop
+            await self.sleep(delay)
+        return {"waited_until": _iso(wake_at)}
+
+    async def _do_emit(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
+        data = self._render(step.data, scope.ctx, f"step '{step.id}', field 'data'", run)
+        event = Event(type=step.event, data=data if isinstance(data, dict) else {"value": data},
+                      source=f"progressive/workflows/{run.workflow.name}", subject=key,
+                      execution_id=run.execution.id, time=self.clock())
+        run.events.append(event)  # committed with the step's completion, so it is never emitted twice
+        return {"event_id": event.id, "type": step.event}
+
+    async def _do_sub_workflow(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int,
+                               decision: Any) -> Any:
+        if isinstance(decision, dict) and "child" in decision:
+            child_id = decision["child"]
+        else:
+            inputs = self._render(step.inputs, scope.ctx, f"step '{step.id}', field 'inputs'", run)
+            child = await self.start(step.workflow, inputs, parent=(run.execution.id, key))
+            child_id = child.id
+            await self._remember(run, key, {"child": child_id})
+        sub = Engine(self.workflows, self.store, agent_call=self.agent_call, sleep=self.sleep, clock=self.clock,
+                     rng=self.rng, wait_inline=self.wait_inline, on_event=self.on_event, owner=self.owner)
+        result = await sub.run(child_id)
+        if result.status == "waiting":
+            raise _Stop
+        if result.status != "completed":
+            error = result.error or {}
+            raise StepError(str(error.get("kind", "STEP_ERROR")),
+                            f"sub-workflow '{step.workflow}' {result.status}: {error.get('message', '')}",
+                            {"child": child_id})
+        return result.outputs
+
+    async def _do_agent_call(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
+        if self.agent_call is None:
+            raise StepError("AGENT_ERROR", "no agent runtime is configured")
+        params = self._render(step.params, scope.ctx, f"step '{step.id}', field 'params'", run)
+        request = AgentRequest(
+            agent=step.agent, capability=step.capability, method=step.method, params=params,
+            idempotency_key=f"{run.execution.id}:{key}:{attempt}", timeout=step.timeout,
+            context={"execution_id": run.execution.id, "workflow": run.workflow.name, "step": key,
+                     "attempt": attempt},
+        )
+        return await self.agent_call(request)
+
+
+class _AnyRoots(frozenset[str]):
+    """At run time any root resolves from the context: `validate` already checked the names,
+    and loop variables have names the workflow chooses."""
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, str) and not item.startswith("_")
+
+
+_ALL_ROOTS = _AnyRoots()
+
+
+async def _all_or_first_error(coros: list[Awaitable[Any]]) -> list[Any]:
+    """Run concurrently; on the first failure cancel the rest and raise that failure (not a group)."""
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks.extend(group.create_task(c) for c in coros)  # type: ignore[arg-type]
+    except BaseExceptionGroup as group_error:
+        errors = group_error.exceptions
+        for kind in (_Stop, Cancelled, TimeoutError, StepError):
+            for error in errors:
+                if isinstance(error, kind):
+                    raise error from None
+        raise errors[0] from None
+    return [t.result() for t in tasks]
+
+
+def _render(value: Any, ctx: Mapping[str, Any], template: Callable[[str], Template]) -> Any:
+    if isinstance(value, str):
+        return template(value).render(ctx) if is_template(value) else value
+    if isinstance(value, dict):
+        return {k: _render(v, ctx, template) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, ctx, template) for v in value]
+    return value
+
+
+def backoff(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:
+    """Delay before attempt ``attempt + 1``: exponential, capped, with AWS-style full jitter."""
+    delay = min(policy.max_delay, policy.initial_delay * policy.multiplier ** (attempt - 1))
+    return rng.uniform(0, delay) if policy.jitter == "full" else delay
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _timestamp(value: Any, step_id: str) -> float:
+    from datetime import UTC, date, datetime
+
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise StepError("STEP_ERROR", f"step '{step_id}': until {value!r} is not an ISO-8601 time") from None
+        return _timestamp(parsed, step_id)
+    raise StepError("STEP_ERROR", f"step '{step_id}': until must be a time, got {type(value).__name__}")
+
+
+__all__ = ["STEP_ERROR_KINDS", "AgentRequest", "Engine", "backoff"]
