@@ -222,8 +222,7 @@ class Engine:
 
     async def _checkpoint(self, run: _Run) -> None:
         """Between steps: honour a cancel request and keep the lease."""
-        current = await self.store.get_execution(run.execution.id)
-        if current is not None and current.cancel_requested:
+        if await self.store.cancel_requested(run.execution.id):
             raise Cancelled
         if self._lease_until - self.clock() < LEASE_SECONDS / 2:
             await self.store.claim_execution(run.execution.id, self.owner, LEASE_SECONDS)

@@ -123,6 +123,10 @@ class StateStore(Protocol):
     async def update_execution(
         self, execution_id: str, events: list[Event] | None = None, **fields: Any
     ) -> None: ...
+    async def cancel_requested(self, execution_id: str) -> bool:
+        """Cheap check between steps: has someone asked this run to stop?"""
+        ...
+
     async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float) -> bool:
         """Take the run's lease if it is free or expired; False if another live process holds it."""
         ...

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from progressive_cli.errors import UnavailableError
 from progressive_cli.store.base import Event, Execution, StepRecord, WorkItem, new_id, now
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
 SCHEMA_VERSION = 1
 
@@ -65,7 +66,7 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
+        id TEXT NOT NULL,
         type TEXT NOT NULL,
         source TEXT NOT NULL,
         subject TEXT,
@@ -73,8 +74,7 @@ MIGRATIONS: list[str] = [
         time REAL NOT NULL,
         data TEXT NOT NULL
     );
-    CREATE INDEX events_execution ON events (execution_id, seq);
-    CREATE INDEX events_type ON events (type, seq);
+    CREATE INDEX events_execution ON events (execution_id, seq);  -- `seq` orders; ids are uuid4, not indexed
     CREATE TABLE queue (
         id TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
@@ -115,6 +115,10 @@ _JSON_STEP = {"input", "output", "error"}
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _column(name: str, value: Any, json_fields: set[str]) -> Any:
+    return _dumps(value) if name in json_fields and value is not None else value
 
 
 def _loads(text: str | None) -> Any:
@@ -160,6 +164,12 @@ class SQLiteStore:
         self.url = f"sqlite:///{path}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_file():
+                with path.open("rb") as file:
+                    head = file.read(len(_SQLITE_MAGIC))
+                # SQLite itself takes a 1-byte file for an empty one and would write over it
+                if head and head != _SQLITE_MAGIC:
+                    raise UnavailableError(f"{path} is not a usable progressive state store (not an SQLite file)")
             self.db = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
                                       check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
@@ -205,6 +215,9 @@ class SQLiteStore:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
         db.execute("PRAGMA foreign_keys = ON")
+        # checkpoint every ~40 MB of WAL instead of 4 MB: a durable step writes 3-4 pages, and each
+        # checkpoint copies and syncs the pages, so the default makes checkpoints a large share of a step
+        db.execute("PRAGMA wal_autocheckpoint = 10000")
         if version < SCHEMA_VERSION:
             self._migrate()
 
@@ -256,9 +269,7 @@ class SQLiteStore:
         return Execution(**values)
 
     async def create_execution(self, execution: Execution, events: list[Event] | None = None) -> None:
-        data = asdict(execution)
-        params = tuple(_dumps(data[f]) if f in _JSON_EXECUTION and data[f] is not None else data[f]
-                       for f in _EXECUTION_FIELDS)
+        params = tuple(_column(f, getattr(execution, f), _JSON_EXECUTION) for f in _EXECUTION_FIELDS)
         placeholders = ", ".join("?" * len(_EXECUTION_FIELDS))
         self._write([(f"INSERT INTO executions ({', '.join(_EXECUTION_FIELDS)}) VALUES ({placeholders})",
                       params)], events)
@@ -304,6 +315,10 @@ class SQLiteStore:
         params = tuple(_dumps(v) if k in _JSON_EXECUTION and v is not None else v for k, v in changes.items())
         self._write([(f"UPDATE executions SET {sets} WHERE id = ?", (*params, execution_id))], events)
 
+    async def cancel_requested(self, execution_id: str) -> bool:
+        row = self.db.execute("SELECT cancel_requested FROM executions WHERE id = ?", (execution_id,)).fetchone()
+        return bool(row and row[0])
+
     async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float) -> bool:
         t = now()
         try:
@@ -330,8 +345,7 @@ class SQLiteStore:
         return out
 
     async def save_step(self, record: StepRecord, events: list[Event] | None = None) -> None:
-        data = asdict(record)
-        params = tuple(_dumps(data[f]) if f in _JSON_STEP and data[f] is not None else data[f] for f in _STEP_FIELDS)
+        params = tuple(_column(f, getattr(record, f), _JSON_STEP) for f in _STEP_FIELDS)
         placeholders = ", ".join("?" * len(_STEP_FIELDS))
         self._write([(f"INSERT OR REPLACE INTO steps ({', '.join(_STEP_FIELDS)}) VALUES ({placeholders})",
                       params)], events)
