@@ -101,9 +101,10 @@ def latency(runs: int) -> dict[str, float]:
 
 def peak_rss(steps: int) -> float:
     """Peak RSS (MiB) of a fresh process that runs the N-step workflow."""
+    here = str(Path(__file__).parent)
     code = (
-        "import sys, resource; sys.path.insert(0, %r); import engine as b; b.step_overhead(%d); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)" % (str(Path(__file__).parent), steps)
+        f"import sys, resource; sys.path.insert(0, {here!r}); import engine as b; b.step_overhead({steps}); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
@@ -161,7 +162,8 @@ def main() -> None:
     rows = [
         (f"durable step overhead, {args.steps} no-op transforms (µs/step)", steps["us_per_step"], floor,
          TARGETS["step_overhead_us"]),
-        ("1-step workflow, start to completion, in-process (ms, median)", lat["median_ms"], None, TARGETS["latency_ms"]),
+        ("1-step workflow, start to completion, in-process (ms, median)", lat["median_ms"], None,
+         TARGETS["latency_ms"]),
         ("`progressive run workflow` 1 step, whole process (ms over floor)", cold["overhead_ms"], cold["floor_ms"],
          TARGETS["cold_start_overhead_ms"]),
     ]
