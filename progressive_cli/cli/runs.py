@@ -319,7 +319,8 @@ def executions_cancel(ctx: typer.Context, execution_id: Annotated[str, typer.Arg
     say(asyncio.run(go()), style="ok")
 
 
-def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, output: OutputFormat | None) -> None:
+def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, output: OutputFormat | None,
+              *, retry: bool) -> None:
     from progressive_cli.store.base import FINISHED
 
     _project, store, engine = _engine(ctx)
@@ -328,15 +329,22 @@ def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, outp
     async def go() -> Any:
         try:
             execution = await _find(store, execution_id)
-            if from_step is not None or execution.status in FINISHED:
-                if execution.status == "completed" and from_step is None:
-                    raise UsageError(f"execution {execution.id[:12]} completed; use --from-step to run part again")
-                steps = await store.load_steps(execution.id)
-                drop = retry_plan(steps, from_step)
-                await store.delete_steps(execution.id, sorted(drop))
-                await store.update_execution(execution.id, status="running", error=None, outputs=None,
-                                             finished_at=None, cancel_requested=False, owner=None, lease_until=None,
-                                             deadline=None)
+            if not retry:
+                if execution.status == "completed":
+                    say(f"execution {execution.id[:12]} had already completed")
+                    return execution
+                if execution.status in FINISHED:
+                    raise UsageError(f"execution {execution.id[:12]} {execution.status}; "
+                                     f"run it again with: progressive executions retry {execution.id[:12]}")
+                return await engine.run(execution.id)
+            if execution.status == "completed" and from_step is None:
+                raise UsageError(f"execution {execution.id[:12]} completed; use --from-step to run part of it again")
+            if execution.status not in FINISHED and from_step is None:
+                raise UsageError(f"execution {execution.id[:12]} is {execution.status}; resume it instead")
+            steps = await store.load_steps(execution.id)
+            await store.delete_steps(execution.id, sorted(retry_plan(steps, from_step)))
+            await store.update_execution(execution.id, status="running", error=None, outputs=None, finished_at=None,
+                                         cancel_requested=False, owner=None, lease_until=None, deadline=None)
             return await engine.run(execution.id)
         finally:
             await store.close()
@@ -362,7 +370,7 @@ def retry_plan(steps: dict[str, Any], from_step: str | None) -> set[str]:
 def executions_resume(ctx: typer.Context, execution_id: Annotated[str, typer.Argument(metavar="ID")],
                       output: OutputOpt = None) -> None:
     """Continue an interrupted, waiting or queued run; completed steps are not run again."""
-    _continue(ctx, execution_id, None, output)
+    _continue(ctx, execution_id, None, output, retry=False)
 
 
 @executions_app.command("retry")
@@ -373,7 +381,7 @@ def executions_retry(
     output: OutputOpt = None,
 ) -> None:
     """Run a failed, timed-out or cancelled run again from its failed step (or --from-step), reusing earlier outputs."""
-    _continue(ctx, execution_id, from_step, output)
+    _continue(ctx, execution_id, from_step, output, retry=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -145,9 +145,12 @@ class Engine:
         if execution.status in FINISHED:
             return execution
         if not await self.store.claim_execution(execution.id, self.owner, LEASE_SECONDS):
-            from progressive_cli.errors import UnavailableError
+            dead = execution.owner is not None and _owner_is_dead(execution.owner)
+            if not (dead and await self.store.take_over_execution(execution.id, execution.owner or "", self.owner,
+                                                                  LEASE_SECONDS)):
+                from progressive_cli.errors import UnavailableError
 
-            raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}")
+                raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}")
         self._lease_until = self.clock() + LEASE_SECONDS
         workflow = WorkflowFile.model_validate(execution.definition)
         records = await self.store.load_steps(execution.id)
@@ -533,6 +536,20 @@ def _render(value: Any, ctx: Mapping[str, Any], template: Callable[[str], Templa
     if isinstance(value, list):
         return [_render(v, ctx, template) for v in value]
     return value
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when ``host:pid`` names a process on this host that no longer exists."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine: only its lease expiring tells us it is gone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def backoff(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:

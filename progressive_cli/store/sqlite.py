@@ -331,6 +331,15 @@ class SQLiteStore:
             raise UnavailableError(f"state store {self.path}: {exc}") from None
         return cursor.rowcount == 1
 
+    async def take_over_execution(self, execution_id: str, dead_owner: str, owner: str,
+                                  lease_seconds: float) -> bool:
+        t = now()
+        cursor = self.db.execute(
+            "UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND owner = ?",
+            (owner, t + lease_seconds, t, execution_id, dead_owner),
+        )
+        return cursor.rowcount == 1
+
     # --- steps ---------------------------------------------------------------------------------------
     async def load_steps(self, execution_id: str) -> dict[str, StepRecord]:
         rows = self.db.execute(
