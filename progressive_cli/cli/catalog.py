@@ -1,6 +1,8 @@
 """`agents`, `integrations` and `workflows`: list and show what the project declares."""
 
 
+import enum
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -182,6 +184,25 @@ def workflows_show(ctx: typer.Context, name: str = typer.Argument(..., metavar="
     ]
     emit(rows, fmt, columns=[("step", "STEP"), ("type", "TYPE"), ("target", "TARGET"), ("if", "IF"),
                              ("on_error", "ON ERROR")], title=f"{wf.name}: {wf.description}")
+
+
+class GraphFormat(enum.StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@workflows_app.command("graph")
+def workflows_graph(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="WORKFLOW"),
+    fmt: GraphFormat = typer.Option(GraphFormat.mermaid, "--format", "-f", help="mermaid or dot (Graphviz)."),
+) -> None:
+    """Print a workflow as a flow chart: Mermaid (paste into Markdown) or DOT (`| dot -Tsvg > flow.svg`)."""
+    from progressive_cli.engine import graph
+
+    project = state(ctx).project()
+    wf = _lookup(project.workflows, name, "workflow")
+    sys.stdout.write(graph.mermaid(wf) if fmt is GraphFormat.mermaid else graph.dot(wf))
 
 
 def register(app: typer.Typer) -> None:
