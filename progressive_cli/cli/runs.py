@@ -78,10 +78,10 @@ def _inputs(values: list[str] | None, input_file: Path | None) -> dict[str, Any]
 def _engine(ctx: typer.Context, *, quiet: bool = False) -> Any:
     from progressive_cli.agents.local import LocalAgents
     from progressive_cli.engine.executor import Engine
-    from progressive_cli.store import open_store
+    from progressive_cli.store import project_store
 
     project = state(ctx).project()
-    store = open_store(project.settings.state.url, project.root)
+    store = project_store(project)
     engine = Engine(project.workflows, store, agent_call=LocalAgents(project.agents.agents), on_event=Reporter(quiet))
     return project, store, engine
 
@@ -190,10 +190,9 @@ async def _find(store: Any, prefix: str) -> Any:
 
 
 def _store(ctx: typer.Context) -> Any:
-    from progressive_cli.store import open_store
+    from progressive_cli.store import project_store
 
-    project = state(ctx).project()
-    return open_store(project.settings.state.url, project.root)
+    return project_store(state(ctx).project())
 
 
 def _row(execution: Any) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from progressive_cli.config.common import Duration, EnvStr, Model
 class StateSettings(Model):
     url: EnvStr = "sqlite:///.progressive/state.db"
     """`sqlite:///relative/or/absolute/path.db` (embedded, the default) or `postgresql://...`."""
+    durability: Literal["normal", "full"] = "normal"
+    """normal survives any process crash; full also syncs every commit to disk, for power loss."""
 
 
 class QueueSettings(Model):

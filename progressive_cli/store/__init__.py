@@ -8,10 +8,17 @@ from typing import TYPE_CHECKING
 from progressive_cli.errors import UnavailableError
 
 if TYPE_CHECKING:
+    from progressive_cli.config.project import Project
     from progressive_cli.store.base import StateStore
 
 
-def open_store(url: str, root: Path) -> StateStore:
+def project_store(project: Project) -> StateStore:
+    """The store a project's settings name."""
+    state = project.settings.state
+    return open_store(state.url, project.root, durability=state.durability)
+
+
+def open_store(url: str, root: Path, *, durability: str = "normal") -> StateStore:
     """Open the store named by ``state.url`` (resolving ``${env:...}``), relative paths under ``root``."""
     from progressive_cli.config.secrets import MissingSecretError, resolve
 
@@ -22,6 +29,6 @@ def open_store(url: str, root: Path) -> StateStore:
     if resolved.startswith("sqlite:///"):
         from progressive_cli.store.sqlite import SQLiteStore, path_from_url
 
-        return SQLiteStore(path_from_url(resolved, root))
+        return SQLiteStore(path_from_url(resolved, root), durability=durability)
     scheme = resolved.split(":", 1)[0]
     raise UnavailableError(f"state.url: the '{scheme}' backend is not available yet; use sqlite:///PATH")

@@ -320,24 +320,23 @@ class SQLiteStore:
         return bool(row and row[0])
 
     async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float) -> bool:
-        t = now()
-        try:
-            cursor = self.db.execute(
-                "UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? "
-                "WHERE id = ? AND (owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?)",
-                (owner, t + lease_seconds, t, execution_id, owner, t),
-            )
-        except sqlite3.OperationalError as exc:
-            raise UnavailableError(f"state store {self.path}: {exc}") from None
-        return cursor.rowcount == 1
+        return self._lease(execution_id, owner, lease_seconds,
+                           "owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?", (owner, now()))
 
     async def take_over_execution(self, execution_id: str, dead_owner: str, owner: str,
                                   lease_seconds: float) -> bool:
+        return self._lease(execution_id, owner, lease_seconds, "owner = ?", (dead_owner,))
+
+    def _lease(self, execution_id: str, owner: str, lease_seconds: float, condition: str,
+               params: tuple[Any, ...]) -> bool:
         t = now()
-        cursor = self.db.execute(
-            "UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND owner = ?",
-            (owner, t + lease_seconds, t, execution_id, dead_owner),
-        )
+        try:
+            cursor = self.db.execute(
+                f"UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND ({condition})",
+                (owner, t + lease_seconds, t, execution_id, *params),
+            )
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"state store {self.path}: {exc}") from None
         return cursor.rowcount == 1
 
     # --- steps ---------------------------------------------------------------------------------------
