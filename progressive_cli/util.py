@@ -20,3 +20,14 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_iso_time(text: str) -> bool:
+    """True for an ISO-8601 date or time such as ``2026-12-01T09:00:00Z``."""
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True

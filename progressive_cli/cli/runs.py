@@ -10,7 +10,7 @@ import typer
 
 from progressive_cli.cli.app import OutputOpt, new_typer, parse_pairs, state
 from progressive_cli.cli.output import OutputFormat, emit, is_tty, say
-from progressive_cli.errors import ExitCode, NotFoundError, UsageError
+from progressive_cli.errors import ExitCode, NotFoundError, UnavailableError, UsageError
 
 run_app = new_typer("Run a workflow in this process, or queue it for the daemon.")
 executions_app = new_typer("Inspect, cancel, resume and retry workflow runs.")
@@ -302,8 +302,7 @@ def executions_cancel(ctx: typer.Context, execution_id: Annotated[str, typer.Arg
             execution = await _find(store, execution_id)
             if execution.status in FINISHED:
                 raise UsageError(f"execution {execution.id[:12]} already {execution.status}")
-            live = execution.owner is not None and (execution.lease_until or 0) > now()
-            if live:
+            if _live(execution):
                 await store.update_execution(execution.id, cancel_requested=True)
                 return f"cancel requested; {execution.owner} stops {execution.id[:12]} before its next step"
             event = Event("workflow.cancelled", {"workflow": execution.workflow, "status": "cancelled"},
@@ -318,9 +317,18 @@ def executions_cancel(ctx: typer.Context, execution_id: Annotated[str, typer.Arg
     say(asyncio.run(go()), style="ok")
 
 
+def _live(execution: Any) -> bool:
+    """Whether a process holds the run's lease and is (as far as this host can tell) alive."""
+    from progressive_cli.engine.executor import _owner_is_dead
+    from progressive_cli.store.base import now
+
+    return execution.owner is not None and (execution.lease_until or 0) > now() \
+        and not _owner_is_dead(execution.owner)
+
+
 def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, output: OutputFormat | None,
               *, retry: bool) -> None:
-    from progressive_cli.store.base import FINISHED
+    from progressive_cli.store.base import FINISHED, now
 
     _project, store, engine = _engine(ctx)
     fmt = state(ctx).fmt(output)
@@ -340,10 +348,16 @@ def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, outp
                 raise UsageError(f"execution {execution.id[:12]} completed; use --from-step to run part of it again")
             if execution.status not in FINISHED and from_step is None:
                 raise UsageError(f"execution {execution.id[:12]} is {execution.status}; resume it instead")
+            if _live(execution):  # its owner would go on with records we are about to drop
+                raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}; "
+                                       "cancel it first")
             steps = await store.load_steps(execution.id)
             await store.delete_steps(execution.id, sorted(retry_plan(steps, from_step)))
+            # the retried run gets the time limit the run had (a --timeout included), counted from now
+            began = execution.started_at or execution.created_at
+            deadline = now() + (execution.deadline - began) if execution.deadline else None
             await store.update_execution(execution.id, status="running", error=None, outputs=None, finished_at=None,
-                                         cancel_requested=False, owner=None, lease_until=None, deadline=None)
+                                         cancel_requested=False, owner=None, lease_until=None, deadline=deadline)
             return await engine.run(execution.id)
         finally:
             await store.close()

@@ -44,6 +44,7 @@ from progressive_cli.engine.expressions import (
     is_template,
 )
 from progressive_cli.errors import ConfigError, Diagnostic, Location
+from progressive_cli.util import is_iso_time
 
 AGENTS_FILE = "agents.yaml"
 INTEGRATIONS_FILE = "integrations.yaml"
@@ -493,7 +494,10 @@ class _CrossChecker:
             else:
                 self._templates(pos, (*path, "items"), step.items, scope, names)
         elif kind == "wait" and isinstance(step.until, str):
-            self._templates(pos, (*path, "until"), step.until, scope, names)
+            if is_template(step.until) or is_iso_time(step.until):
+                self._templates(pos, (*path, "until"), step.until, scope, names)
+            else:  # a bare expression, as in `until: inputs.send_at`
+                self._condition(pos, (*path, "until"), step.until, scope, names)
         elif kind == "sub_workflow":
             target = self.workflows.get(step.workflow)
             if target is None and step.workflow not in self.broken_workflows:

@@ -31,8 +31,9 @@ from progressive_cli.engine.expressions import (
     is_template,
 )
 from progressive_cli.engine.inputs import resolve_inputs
-from progressive_cli.errors import StepError
+from progressive_cli.errors import InputError, StepError
 from progressive_cli.store.base import FINISHED, Event, Execution, StateStore, StepRecord, new_id
+from progressive_cli.util import is_iso_time
 
 PURE_STEPS = frozenset({"transform"})  # no side effects and no children: no `running` record needed
 LEASE_SECONDS = 60.0
@@ -165,7 +166,11 @@ class Engine:
         }
         run = _Run(execution, workflow, records, _Scope(ctx))
         if execution.status != "running":
-            await self._update(run, status="running", started_at=execution.started_at or self.clock())
+            # a queued run starts now: say so, as a run started directly does
+            events = [self._event("workflow.started", execution, {"workflow": execution.workflow,
+                                                                  "inputs": execution.inputs})] \
+                if execution.status == "queued" else None
+            await self._update(run, events, status="running", started_at=execution.started_at or self.clock())
         remaining = (execution.deadline - self.clock()) if execution.deadline else None
         try:
             if remaining is not None and remaining <= 0:
@@ -267,9 +272,17 @@ class Engine:
         key = key or f"{scope.prefix}{step.id}"
         where = f"step '{step.id}'"
         record = run.records.get(key)
+        on_error = step.on_error or run.workflow.on_error
         if record is not None and record.status in ("completed", "skipped"):
-            self._publish(scope, step, record.output, record.status, record.error)
+            self._replay(run, step, scope, key)
             return record.output
+        if record is not None and record.status == "failed":
+            # It failed and the run went on (on_error continue or fallback, a collect_all branch): replay
+            # that outcome rather than run the step again, as for a completed one.
+            error = dict(record.error or {})
+            stored = StepError(str(error.pop("kind", "STEP_ERROR")), str(error.pop("message", "")), error)
+            self._replay_children(run, step, scope, key)
+            return await self._failed(run, step, scope, key, stored, on_error)
         await self._checkpoint(run)
         ctx = scope.ctx
         if step.if_ is not None and not self._condition(step.if_, ctx, f"{where}, field 'if'", run):
@@ -282,12 +295,12 @@ class Engine:
         policy: RetryPolicy | None = step.retry or run.workflow.retry
         attempts = policy.max_attempts if policy else 1
         attempt = record.attempt if record is not None and record.status == "running" else 1
-        on_error = step.on_error or run.workflow.on_error
         while True:
             started = self.clock()
             try:
                 output = await self._attempt(run, step, scope, key, attempt, record)
             except StepError as exc:
+                exc.details.setdefault("step", key)  # the innermost step: enclosing steps keep it
                 retry = policy is not None and attempt < attempts and exc.kind in policy.retry_on
                 failed = StepRecord(run.execution.id, key, step.id, step.type, "running" if retry else "failed",
                                     attempt=attempt, error=exc.as_dict(), started_at=started,
@@ -307,24 +320,15 @@ class Engine:
                     continue
                 event = self._event("step.failed", run.execution, {
                     "step": step.id, "key": key, "attempt": attempt, "error": exc.as_dict()}, subject=key)
-                if on_error == "fallback" and step.fallback is not None:
-                    await self.store.save_step(failed, [event])
-                    self._emitted([event])
-                    output = await self._step(run, step.fallback, scope, key=f"{key}/fallback")
-                    self._publish(scope, step, output, "completed", None)
-                    return output
                 await self.store.save_step(failed, [event])
                 self._emitted([event])
                 run.records[key] = failed
-                exc.details.setdefault("step", key)
-                if on_error == "continue":
-                    self._publish(scope, step, None, "failed", exc.as_dict())
-                    return None
-                raise
+                return await self._failed(run, step, scope, key, exc, on_error)
             began = record.started_at if record and record.started_at else started
             ended = self.clock()
+            current = run.records.get(key)  # the `running` record holds the step's decision (items, child, ...)
             done = StepRecord(run.execution.id, key, step.id, step.type, "completed", attempt=attempt,
-                              input=(record.input if record else None), output=output,
+                              input=(current.input if current else None), output=output,
                               started_at=began, finished_at=ended)
             events = []
             if step.type in PURE_STEPS and record is None:
@@ -341,6 +345,48 @@ class Engine:
             run.records[key] = done
             self._publish(scope, step, output, "completed", None)
             return output
+
+    async def _failed(self, run: _Run, step: Any, scope: _Scope, key: str, exc: StepError, on_error: str) -> Any:
+        """A step failed for good (or is replayed as such): apply its on_error."""
+        if on_error == "fallback" and step.fallback is not None:
+            output = await self._step(run, step.fallback, scope, key=f"{key}/fallback")
+            self._publish(scope, step, output, "completed", None)
+            return output
+        exc.details.setdefault("step", key)
+        self._publish(scope, step, None, "failed", exc.as_dict())  # visible to a collect_all's later steps
+        if on_error == "continue":
+            return None
+        raise exc
+
+    def _replay(self, run: _Run, step: Any, scope: _Scope, key: str) -> None:
+        """Publish a finished step's stored result, and those of the steps inside it that share its scope
+        (a condition's and a parallel's), as the first run published them."""
+        record = run.records[key]
+        self._publish(scope, step, record.output, record.status, record.error)
+        self._replay_children(run, step, scope, key)
+
+    def _replay_children(self, run: _Run, step: Any, scope: _Scope, key: str) -> None:
+        children: list[tuple[Any, _Scope]] = []
+        if step.type == "condition":
+            inner = [*step.then, *step.else_, *(s for branch in step.branches for s in branch.steps)]
+            children = [(child, scope) for child in inner]
+        elif step.type == "parallel":
+            for name, steps in step.branches.items():
+                branch = _Scope(scope.ctx, f"{key}/{name}/")
+                children.extend((child, branch) for child in steps)
+        for child, child_scope in children:
+            child_key = f"{child_scope.prefix}{child.id}"
+            record = run.records.get(child_key)
+            if record is None or record.status not in ("completed", "skipped", "failed"):
+                continue
+            fallback = run.records.get(f"{child_key}/fallback")
+            if record.status == "failed" and child.fallback is not None and fallback is not None \
+                    and fallback.status == "completed":
+                self._replay(run, child.fallback, child_scope, f"{child_key}/fallback")
+                self._publish(child_scope, child, fallback.output, "completed", None)
+                self._replay_children(run, child, child_scope, child_key)
+            else:
+                self._replay(run, child, child_scope, child_key)
 
     def _publish(self, scope: _Scope, step: Any, output: Any, status: str, error: Any) -> None:
         scope.ctx["steps"][step.id] = {"output": output, "status": status, "error": error}
@@ -385,17 +431,23 @@ class Engine:
     async def _do_transform(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
         return self._render(step.value, scope.ctx, f"step '{step.id}', field 'value'", run)
 
-    async def _do_condition(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
+    async def _do_condition(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int,
+                            decision: Any) -> Any:
         where = f"step '{step.id}'"
-        if step.condition is not None:
-            chosen = step.then if self._condition(step.condition, scope.ctx, f"{where}, field 'condition'", run) \
-                else step.else_
+        if isinstance(decision, dict) and "branch" in decision:
+            choice = decision["branch"]  # the branch the first run took
         else:
-            chosen = step.else_
-            for i, branch in enumerate(step.branches):
-                if self._condition(branch.when, scope.ctx, f"{where}, field 'branches[{i}].when'", run):
-                    chosen = branch.steps
-                    break
+            if step.condition is not None:
+                test = self._condition(step.condition, scope.ctx, f"{where}, field 'condition'", run)
+                choice = "then" if test else "else"
+            else:
+                choice = "else"
+                for i, branch in enumerate(step.branches):
+                    if self._condition(branch.when, scope.ctx, f"{where}, field 'branches[{i}].when'", run):
+                        choice = i
+                        break
+            await self._remember(run, key, {"branch": choice})
+        chosen = step.then if choice == "then" else step.else_ if choice == "else" else step.branches[choice].steps
         return await self._steps(run, chosen, scope)
 
     async def _do_parallel(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
@@ -432,11 +484,19 @@ class Engine:
                 raise StepError("STEP_ERROR", f"step '{step.id}': items must be a list, got {type(items).__name__}")
             await self._remember(run, key, {"items": items})
         limit = asyncio.Semaphore(step.concurrency)
+        failed = False
 
         async def one(index: int, item: Any) -> Any:
+            nonlocal failed
             async with limit:
+                if failed:  # an item failed: start no more (a waiting task wins the semaphore before it is cancelled)
+                    return None
                 child = scope.child(f"{key}[{index}]/", {step.as_: item, f"{step.as_}_index": index})
-                return await self._steps(run, step.steps, child)
+                try:
+                    return await self._steps(run, step.steps, child)
+                except BaseException:
+                    failed = True
+                    raise
 
         return await _all_or_first_error([one(i, item) for i, item in enumerate(items)])
 
@@ -447,8 +507,13 @@ class Engine:
             if step.duration is not None:
                 wake_at = self.clock() + step.duration
             else:
-                until = step.until if not isinstance(step.until, str) else \
-                    self._render(step.until, scope.ctx, f"step '{step.id}', field 'until'", run)
+                until = step.until
+                if isinstance(until, str):
+                    field_ = f"step '{step.id}', field 'until'"
+                    if is_template(until):
+                        until = self._render(until, scope.ctx, field_, run)
+                    elif not is_iso_time(until):  # a bare expression, e.g. inputs.send_at or '2026-01-05T10:00:00Z'
+                        until = self._condition(until, scope.ctx, field_, run)
                 wake_at = _timestamp(until, step.id)
             await self._remember(run, key, {"wake_at": wake_at})
         delay = wake_at - self.clock()
@@ -473,13 +538,17 @@ class Engine:
             child_id = decision["child"]
         else:
             inputs = self._render(step.inputs, scope.ctx, f"step '{step.id}', field 'inputs'", run)
-            child = await self.start(step.workflow, inputs, parent=(run.execution.id, key))
+            try:
+                child = await self.start(step.workflow, inputs, parent=(run.execution.id, key))
+            except InputError as exc:  # inputs computed at run time: the step fails, not the process
+                raise StepError("STEP_ERROR", f"step '{step.id}': {exc.message}") from None
             child_id = child.id
             await self._remember(run, key, {"child": child_id})
         sub = Engine(self.workflows, self.store, agent_call=self.agent_call, sleep=self.sleep, clock=self.clock,
                      rng=self.rng, wait_inline=self.wait_inline, on_event=self.on_event, owner=self.owner)
         result = await sub.run(child_id)
-        if result.status == "waiting":
+        if result.status == "waiting":  # the parent waits too, until the child is due
+            await self._update(run, status="waiting", wake_at=result.wake_at, owner=None, lease_until=None)
             raise _Stop
         if result.status != "completed":
             error = result.error or {}

@@ -1,0 +1,154 @@
+"""`python` agents called in-process (progressive_cli/agents/local.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from progressive_cli.agents.local import LocalAgents
+from progressive_cli.config.agents import AgentsFile
+from progressive_cli.engine.executor import AgentRequest
+from progressive_cli.errors import StepError
+
+MODULE = """
+import asyncio
+import time
+
+CALLS = []
+
+
+def sync_fn(method, params, context):
+    CALLS.append(("sync", method, context["idempotency_key"]))
+    if method == "sleep":
+        time.sleep(params["s"])
+    if method == "raise":
+        raise KeyError("missing")
+    if method == "step_error":
+        from progressive_cli.errors import StepError
+        raise StepError("RATE_LIMITED", "slow down")
+    if method == "wrapped":
+        return {"output": [1, 2], "confidence": 0.5}
+    return {"method": method, "params": params, "context": context}
+
+
+async def async_fn(method, params, context):
+    CALLS.append(("async", method, context["idempotency_key"]))
+    if method == "sleep":
+        await asyncio.sleep(params["s"])
+    return "async:" + method
+
+
+class Agent:
+    made = 0
+
+    def __init__(self):
+        Agent.made += 1
+
+    async def __call__(self, method, params, context):
+        return f"instance {Agent.made}:{method}"
+
+
+class Holder:
+    fn = staticmethod(sync_fn)
+"""
+
+
+@pytest.fixture
+def mod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    (tmp_path / "local_agents_mod.py").write_text(textwrap.dedent(MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "local_agents_mod", raising=False)
+    import local_agents_mod
+
+    yield local_agents_mod
+    sys.modules.pop("local_agents_mod", None)
+
+
+def agents(*specs: dict[str, Any]) -> LocalAgents:
+    return LocalAgents(AgentsFile.model_validate({"agents": list(specs)}).agents)
+
+
+def request(agent: str | None = "a", method: str = "m", *, capability: str | None = None,
+            params: dict[str, Any] | None = None, timeout: float | None = None) -> AgentRequest:
+    return AgentRequest(agent=agent, capability=capability, method=method, params=params or {},
+                        idempotency_key="exec:key:1", timeout=timeout, context={"execution_id": "exec", "step": "key"})
+
+
+def call(runtime: LocalAgents, req: AgentRequest) -> Any:
+    return asyncio.run(runtime(req))
+
+
+def py(id_: str, entrypoint: str, **extra: Any) -> dict[str, Any]:
+    return {"id": id_, "kind": "python", "entrypoint": entrypoint, **extra}
+
+
+def test_sync_agent_gets_method_params_and_context(mod: Any) -> None:
+    out = call(agents(py("a", "local_agents_mod:sync_fn")), request(params={"x": 1}))
+    assert out == {"method": "m", "params": {"x": 1},
+                   "context": {"execution_id": "exec", "step": "key", "idempotency_key": "exec:key:1"}}
+
+
+def test_async_agent_and_dotted_entrypoint(mod: Any) -> None:
+    runtime = agents(py("a", "local_agents_mod:async_fn"), py("b", "local_agents_mod:Holder.fn"))
+    assert call(runtime, request()) == "async:m"
+    assert call(runtime, request("b"))["method"] == "m"
+
+
+def test_class_entrypoint_is_instantiated_once(mod: Any) -> None:
+    runtime = agents(py("a", "local_agents_mod:Agent"))
+    assert call(runtime, request(method="x")) == "instance 1:x"
+    assert call(runtime, request(method="y")) == "instance 1:y"
+    assert mod.Agent.made == 1
+
+
+def test_output_envelope_is_unwrapped(mod: Any) -> None:
+    assert call(agents(py("a", "local_agents_mod:sync_fn")), request(method="wrapped")) == [1, 2]
+
+
+def test_exceptions_become_agent_errors_and_step_errors_pass_through(mod: Any) -> None:
+    runtime = agents(py("a", "local_agents_mod:sync_fn"))
+    with pytest.raises(StepError) as info:
+        call(runtime, request(method="raise"))
+    assert info.value.kind == "AGENT_ERROR" and "agent 'a' failed: KeyError: 'missing'" in info.value.message
+    with pytest.raises(StepError) as info:
+        call(runtime, request(method="step_error"))
+    assert info.value.kind == "RATE_LIMITED"
+
+
+@pytest.mark.parametrize("entrypoint", ["local_agents_mod:async_fn", "local_agents_mod:sync_fn"])
+def test_timeouts(mod: Any, entrypoint: str) -> None:
+    runtime = agents(py("a", entrypoint, timeout="100ms"))
+    began = time.monotonic()
+    with pytest.raises(StepError) as info:
+        call(runtime, request(method="sleep", params={"s": 0.3}))
+    assert info.value.kind == "TIMEOUT" and "did not answer within 0.1s" in info.value.message
+    with pytest.raises(StepError) as info:  # the request's (step's) timeout wins over the agent's
+        call(runtime, request(method="sleep", params={"s": 0.3}, timeout=0.05))
+    assert "within 0.05s" in info.value.message
+    assert time.monotonic() - began < 3
+
+
+def test_capability_routing(mod: Any) -> None:
+    runtime = agents(py("off", "local_agents_mod:sync_fn", capabilities=["echo"], enabled=False),
+                     py("on", "local_agents_mod:async_fn", capabilities=["echo"]))
+    assert call(runtime, request(None, capability="echo")) == "async:m"
+    with pytest.raises(StepError, match="no enabled agent provides capability 'nope'"):
+        call(runtime, request(None, capability="nope"))
+    with pytest.raises(StepError, match="agent 'off' is not configured or is disabled"):
+        call(runtime, request("off"))
+
+
+def test_unloadable_and_non_python_agents(mod: Any) -> None:
+    runtime = agents(py("gone", "no_such_module_xyz:fn"), py("typo", "local_agents_mod:nope"),
+                     {"id": "npa", "kind": "builtin"})
+    for agent, message in (("gone", "cannot load no_such_module_xyz:fn"), ("typo", "cannot load local_agents_mod:nope"),
+                           ("npa", "is a builtin agent")):
+        with pytest.raises(StepError) as info:
+            call(runtime, request(agent))
+        assert info.value.kind == "AGENT_ERROR" and message in info.value.message
