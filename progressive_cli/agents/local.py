@@ -8,8 +8,10 @@ work) or async, and may return either its output or ``{"output": ..., "confidenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
+import threading
 from typing import Any
 
 from progressive_cli.engine.executor import AgentRequest
@@ -27,9 +29,9 @@ class LocalAgents:
             if agent is None:
                 raise StepError("AGENT_ERROR", f"agent '{request.agent}' is not configured or is disabled")
             return agent
-        for agent in self.agents.values():
-            if request.capability in agent.capabilities:
-                return agent
+        providers = [a for a in self.agents.values() if request.capability in a.capabilities]
+        if providers:  # prefer an agent this runtime can call
+            return next((a for a in providers if a.kind == "python"), providers[0])
         raise StepError("AGENT_ERROR", f"no enabled agent provides capability '{request.capability}'")
 
     def _callable(self, agent: Any) -> Any:
@@ -62,7 +64,7 @@ class LocalAgents:
                     result = await fn(request.method, request.params, {**request.context,
                                                                        "idempotency_key": request.idempotency_key})
                 else:
-                    result = await asyncio.to_thread(fn, request.method, request.params,
+                    result = await _in_daemon_thread(fn, request.method, request.params,
                                                      {**request.context, "idempotency_key": request.idempotency_key})
         except TimeoutError:
             raise StepError("TIMEOUT", f"agent '{agent.id}' did not answer within {timeout:g}s") from None
@@ -73,3 +75,29 @@ class LocalAgents:
         if isinstance(result, dict) and "output" in result:
             return result["output"]
         return result
+
+
+def _in_daemon_thread(fn: Any, *args: Any) -> asyncio.Future[Any]:
+    """Run a sync agent in a daemon thread: a timeout abandons it instead of keeping the process alive
+    (``asyncio.to_thread`` would make ``asyncio.run`` wait for it at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def work() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (fn(*args), None)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the call timed out, nobody waits for it
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=work, name="progressive-agent", daemon=True).start()
+    return future

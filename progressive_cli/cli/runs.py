@@ -139,12 +139,10 @@ def run_workflow(
         limit = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:
         raise UsageError(f"--timeout: {exc}") from None
-    project, store, engine = _engine(ctx, quiet=quiet or (fmt is not OutputFormat.table and not is_tty(sys.stderr)))
-    if name not in project.workflows:
-        import difflib
+    from progressive_cli.cli.catalog import _lookup
 
-        close = difflib.get_close_matches(name, list(project.workflows), n=1)
-        raise NotFoundError(f"no workflow '{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    _lookup(state(ctx).project().workflows, name, "workflow")  # before the store is opened
+    _project, store, engine = _engine(ctx, quiet=quiet or (fmt is not OutputFormat.table and not is_tty(sys.stderr)))
 
     async def go() -> Any:
         try:
