@@ -1,6 +1,7 @@
 """`run workflow` and `executions`: start, watch, inspect, cancel, resume and retry runs."""
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from progressive_cli.cli.app import OutputOpt, new_typer, parse_pairs, state
-from progressive_cli.cli.output import OutputFormat, emit, is_tty, say
+from progressive_cli.cli.output import OutputFormat, emit, is_tty, say, use_color
 from progressive_cli.errors import ExitCode, NotFoundError, UnavailableError, UsageError
 
 run_app = new_typer("Run a workflow in this process, or queue it for the daemon.")
@@ -21,38 +22,75 @@ STATUS_EXIT = {"completed": ExitCode.OK, "failed": ExitCode.FAILED, "timed_out":
 
 
 class Reporter:
-    """Step progress on stderr: coloured symbols and durations on a terminal, plain lines otherwise."""
+    """Step progress on stderr. On a terminal, a live Rich view: a spinner per running step, then
+    its result and duration; off a terminal (cron, CI, pipes), one plain line per event."""
 
-    SYMBOLS = {"step.completed": ("✓", "ok"), "step.failed": ("✗", "error"), "step.retried": ("↻", "warning")}
+    SYMBOLS = {"step.completed": ("✓", "green"), "step.failed": ("✗", "red"), "step.retried": ("↻", "yellow")}
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.tty = is_tty(sys.stderr)
+        self.live: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "Reporter":
+        if self.tty and not self.quiet:
+            from rich.console import Console
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            console = Console(file=sys.stderr, no_color=not use_color(sys.stderr), highlight=False)
+            self.live = Progress(SpinnerColumn(finished_text=" "), TextColumn("{task.description}"),
+                                 TimeElapsedColumn(), console=console, transient=False)
+            self.live.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
     def __call__(self, event: Any) -> None:
         if self.quiet:
             return
         data = event.data
-        if event.type.startswith("step."):
-            if event.type == "step.started":
-                if not self.tty:
-                    say(f"step.started {data.get('key')} ({data.get('type')}) attempt {data.get('attempt')}")
-                return
-            symbol, style = self.SYMBOLS.get(event.type, ("·", "dim"))
-            detail = ""
-            if "duration_ms" in data:
-                detail = f" {data['duration_ms']:.1f}ms"
-            if "error" in data:
-                detail += f" {data['error'].get('kind')}: {data['error'].get('message')}"
-            if event.type == "step.retried":
-                detail += f" (retry {data.get('next_attempt')} in {data.get('delay_s')}s)"
-            line = f"{symbol} {data.get('key')}{detail}" if self.tty else f"{event.type} {data.get('key')}{detail}"
-            say(line, style=style if self.tty else None)
+        if self.live is None:
+            self._line(event, data)
+            return
+        key = data.get("key")
+        if event.type == "step.started" and key not in self.tasks:
+            self.tasks[key] = self.live.add_task(f"{key} [dim]({data.get('type')})[/]", total=None)
+        elif event.type in self.SYMBOLS and key is not None:
+            symbol, colour = self.SYMBOLS[event.type]
+            text = f"[{colour}]{symbol}[/] {key}{self._detail(data, event.type, markup=True)}"
+            task = self.tasks.get(key)
+            if task is None:
+                task = self.tasks[key] = self.live.add_task(text, total=None)
+            finished = event.type != "step.retried"
+            self.live.update(task, description=text, total=1 if finished else None, completed=1 if finished else 0)
+        elif event.type.startswith("workflow.") and event.type != "workflow.started":
+            self.live.console.print(f"[dim]{event.type} {data.get('workflow')} {event.execution_id}[/]")
+
+    @staticmethod
+    def _detail(data: dict[str, Any], kind: str, *, markup: bool = False) -> str:
+        detail = f" {data['duration_ms']:.1f}ms" if "duration_ms" in data else ""
+        if "error" in data:
+            message = str(data["error"].get("message"))
+            if markup:
+                from rich.markup import escape
+
+                message = escape(message)
+            detail += f" {data['error'].get('kind')}: {message}"
+        if kind == "step.retried":
+            detail += f" (retry {data.get('next_attempt')} in {data.get('delay_s')}s)"
+        return detail
+
+    def _line(self, event: Any, data: dict[str, Any]) -> None:
+        if event.type == "step.started":
+            say(f"step.started {data.get('key')} ({data.get('type')}) attempt {data.get('attempt')}")
+        elif event.type.startswith("step."):
+            say(f"{event.type} {data.get('key')}{self._detail(data, event.type)}")
         elif event.type.startswith("workflow."):
-            if self.tty and event.type == "workflow.started":
-                say(f"▶ {data.get('workflow')} ({event.execution_id})", style="dim")
-            elif not self.tty:
-                say(f"{event.type} {data.get('workflow')} {event.execution_id}")
+            say(f"{event.type} {data.get('workflow')} {event.execution_id}")
 
 
 def _inputs(values: list[str] | None, input_file: Path | None) -> dict[str, Any]:
@@ -110,9 +148,10 @@ def _report(execution: Any, fmt: OutputFormat) -> None:
         raise typer.Exit(int(code))
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Any, reporter: Reporter | None = None) -> Any:
     try:
-        return asyncio.run(coro)
+        with reporter or contextlib.nullcontext():
+            return asyncio.run(coro)
     except KeyboardInterrupt:
         say("interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
@@ -158,7 +197,7 @@ def run_workflow(
 
     holder: list[str] = []
     try:
-        execution = _run(go())
+        execution = _run(go(), engine.on_event)
     except typer.Exit:
         if holder:
             say(f"continue it with: progressive executions resume {holder[0]}")
@@ -360,7 +399,7 @@ def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, outp
         finally:
             await store.close()
 
-    _report(_run(go()), fmt)
+    _report(_run(go(), engine.on_event), fmt)
 
 
 def retry_plan(steps: dict[str, Any], from_step: str | None) -> set[str]:
