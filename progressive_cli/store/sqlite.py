@@ -109,6 +109,9 @@ MIGRATIONS: list[str] = [
 
 _EXECUTION_FIELDS = [f.name for f in fields(Execution)]
 _STEP_FIELDS = [f.name for f in fields(StepRecord)]
+# save_step writes these positionally, for speed: keep the two in step
+assert _STEP_FIELDS == ["execution_id", "key", "step_id", "type", "status", "attempt", "input", "output", "error",
+                        "started_at", "finished_at", "wake_at"]
 _JSON_EXECUTION = {"inputs", "definition", "outputs", "error"}
 _JSON_STEP = {"input", "output", "error"}
 
@@ -353,7 +356,10 @@ class SQLiteStore:
         return out
 
     async def save_step(self, record: StepRecord, events: list[Event] | None = None) -> None:
-        params = tuple(_column(f, getattr(record, f), _JSON_STEP) for f in _STEP_FIELDS)
+        r = record
+        params = (r.execution_id, r.key, r.step_id, r.type, r.status, r.attempt,
+                  None if r.input is None else _dumps(r.input), None if r.output is None else _dumps(r.output),
+                  None if r.error is None else _dumps(r.error), r.started_at, r.finished_at, r.wake_at)
         placeholders = ", ".join("?" * len(_STEP_FIELDS))
         self._write([(f"INSERT OR REPLACE INTO steps ({', '.join(_STEP_FIELDS)}) VALUES ({placeholders})",
                       params)], events)
