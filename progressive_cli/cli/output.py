@@ -53,6 +53,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def to_json_line(data: Any) -> str:
+    return json.dumps(REDACTOR.redact_data(data), default=str, ensure_ascii=False, separators=(",", ":"))
+
+
 def to_json(data: Any) -> str:
     return json.dumps(REDACTOR.redact_data(data), indent=2, sort_keys=False, default=str, ensure_ascii=False)
 

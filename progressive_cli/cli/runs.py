@@ -1,8 +1,6 @@
 """`run workflow` and `executions`: start, watch, inspect, cancel, resume and retry runs."""
 
-import asyncio
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from progressive_cli.cli.app import OutputOpt, new_typer, parse_pairs, state
-from progressive_cli.cli.output import OutputFormat, emit, is_tty, say, use_color
+from progressive_cli.cli.output import OutputFormat, emit, is_tty, say, to_json_line, use_color
 from progressive_cli.errors import ExitCode, NotFoundError, UnavailableError, UsageError
 
 run_app = new_typer("Run a workflow in this process, or queue it for the daemon.")
@@ -149,6 +147,9 @@ def _report(execution: Any, fmt: OutputFormat) -> None:
 
 
 def _run(coro: Any, reporter: Reporter | None = None) -> Any:
+    """Run a coroutine to completion (asyncio is imported here: `--help` must not pay for it)."""
+    import asyncio
+
     try:
         with reporter or contextlib.nullcontext():
             return asyncio.run(coro)
@@ -254,9 +255,14 @@ def executions_list(
     output: OutputOpt = None,
 ) -> None:
     """List recent runs, newest first."""
-    store = _store(ctx)
-    rows = [_row(e) for e in asyncio.run(store.list_executions(workflow=workflow, statuses=status, limit=limit))]
-    asyncio.run(store.close())
+    async def go() -> list[Any]:
+        store = _store(ctx)
+        try:
+            return await store.list_executions(workflow=workflow, statuses=status, limit=limit)
+        finally:
+            await store.close()
+
+    rows = [_row(e) for e in _run(go())]
     fmt = state(ctx).fmt(output)
     if fmt is OutputFormat.table:
         for row in rows:
@@ -278,7 +284,7 @@ def executions_show(ctx: typer.Context, execution_id: Annotated[str, typer.Argum
         finally:
             await store.close()
 
-    execution, steps = asyncio.run(go())
+    execution, steps = _run(go())
     records = sorted(steps.values(), key=lambda r: (r.started_at or 0, r.key))
     fmt = state(ctx).fmt(output)
     step_rows = [{
@@ -316,7 +322,7 @@ def executions_logs(ctx: typer.Context, execution_id: Annotated[str, typer.Argum
         finally:
             await store.close()
 
-    events = asyncio.run(go())
+    events = _run(go())
     fmt = state(ctx).fmt(output)
     if fmt is not OutputFormat.table:
         emit([e.cloudevent() for e in events], fmt)
@@ -324,7 +330,7 @@ def executions_logs(ctx: typer.Context, execution_id: Annotated[str, typer.Argum
     from datetime import UTC, datetime
 
     emit([{"time": datetime.fromtimestamp(e.time, UTC).strftime("%H:%M:%S.%f")[:-3], "type": e.type,
-           "subject": e.subject, "data": json.dumps(e.data, default=str)[:200]} for e in events], fmt,
+           "subject": e.subject, "data": to_json_line(e.data)[:200]} for e in events], fmt,
          columns=[("time", "TIME"), ("type", "TYPE"), ("subject", "SUBJECT"), ("data", "DATA")])
 
 
@@ -351,7 +357,7 @@ def executions_cancel(ctx: typer.Context, execution_id: Annotated[str, typer.Arg
         finally:
             await store.close()
 
-    say(asyncio.run(go()), style="ok")
+    say(_run(go()), style="ok")
 
 
 def _live(execution: Any) -> bool:
