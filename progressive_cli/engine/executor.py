@@ -124,6 +124,14 @@ class Engine:
         """Validate inputs and create the execution record (committed before anything runs)."""
         workflow = self.workflows[name]
         resolved = resolve_inputs(workflow.inputs, inputs, name)
+        if workflow.concurrency is not None and status == "running" and parent is None:
+            busy = await self.in_progress(name)
+            if busy >= workflow.concurrency:
+                from progressive_cli.errors import UnavailableError
+
+                raise UnavailableError(
+                    f"workflow '{name}' already has {busy} run(s) in progress (concurrency: {workflow.concurrency}); "
+                    "wait, or queue this one with --detach")
         started = self.clock()
         execution = Execution(
             id=new_id(), workflow=name, status=status, inputs=resolved,
@@ -137,6 +145,13 @@ class Engine:
         await self.store.create_execution(execution, [event])
         self._emitted([event])
         return execution
+
+    async def in_progress(self, name: str) -> int:
+        """Runs of ``name`` that count against its concurrency: running with a live owner, or waiting."""
+        runs = await self.store.list_executions(workflow=name, statuses=["running", "waiting"], limit=10_000)
+        now = self.clock()
+        return sum(1 for r in runs if r.status == "waiting" or (
+            r.owner is not None and (r.lease_until or 0) > now and not _owner_is_dead(r.owner)))
 
     async def run(self, execution_id: str) -> Execution:
         """Run (or resume) an execution until it finishes, or until a durable wait it may not sleep through."""

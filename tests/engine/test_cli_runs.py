@@ -487,3 +487,46 @@ def test_retry_a_cancelled_run(run: Any, project: Path) -> None:
     r = run("executions", "retry", row["id"], "-o", "json")
     assert r.exit_code == 0, r.stderr  # `ask` completed before the cancel: it is reused, `never` runs now
     assert [c["step"] for c in calls(project)] == ["ask", "never"]
+
+
+
+LIMITED = "name: one\nconcurrency: 1\nsteps: [{id: s, type: transform, value: 1}]\n"
+
+
+def _seed_running(root, owner: str) -> None:
+    """Record a run of `one` that `owner` holds a live lease on."""
+    import asyncio
+    import time
+
+    from progressive_cli.store import open_store
+    from progressive_cli.store.base import Execution, new_id
+
+    async def seed() -> None:
+        store = open_store("sqlite:///.progressive/state.db", root)
+        await store.create_execution(Execution(id=new_id(), workflow="one", status="running", inputs={},
+                                               definition={}, owner=owner, lease_until=time.time() + 60))
+        await store.close()
+
+    asyncio.run(seed())
+
+
+def test_workflow_concurrency_limit(cli, make_project) -> None:
+    """A run beyond `concurrency` is refused while another is live; queueing is always allowed."""
+    import os
+    import socket
+
+    root = make_project({"workflows/one.yaml": LIMITED})
+    _seed_running(root, f"{socket.gethostname()}:{os.getpid()}")  # a live owner: this test process
+    r = cli("-p", str(root), "run", "workflow", "one", "-q")
+    assert r.exit_code == 5 and "already has 1 run(s) in progress (concurrency: 1)" in r.stderr
+    r = cli("-p", str(root), "run", "workflow", "one", "-q", "--detach")
+    assert r.exit_code == 0
+
+
+def test_dead_owner_does_not_hold_a_concurrency_slot(cli, make_project) -> None:
+    import socket
+
+    root = make_project({"workflows/one.yaml": LIMITED})
+    _seed_running(root, f"{socket.gethostname()}:999999")  # no such process
+    r = cli("-p", str(root), "run", "workflow", "one", "-q")
+    assert r.exit_code == 0, r.stderr
