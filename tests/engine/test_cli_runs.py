@@ -530,3 +530,33 @@ def test_dead_owner_does_not_hold_a_concurrency_slot(cli, make_project) -> None:
     _seed_running(root, f"{socket.gethostname()}:999999")  # no such process
     r = cli("-p", str(root), "run", "workflow", "one", "-q")
     assert r.exit_code == 0, r.stderr
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (b"this is not a database" * 50, "is not a usable progressive state store"),
+])
+def test_corrupt_state_file_is_a_clear_error(cli, make_project, content: bytes, fragment: str) -> None:
+    root = make_project({"workflows/one.yaml": LIMITED})
+    (root / ".progressive").mkdir()
+    (root / ".progressive" / "state.db").write_bytes(content)
+    for args in (("run", "workflow", "one", "-q"), ("executions", "list")):
+        r = cli("-p", str(root), *args)
+        assert r.exit_code == 5, (args, r.stderr)
+        assert fragment in r.stderr and "Traceback" not in r.stderr
+    assert (root / ".progressive" / "state.db").read_bytes() == content  # left as it was
+
+
+def test_foreign_sqlite_file_is_refused_untouched(cli, make_project) -> None:
+    import sqlite3
+
+    root = make_project({"workflows/one.yaml": LIMITED})
+    (root / ".progressive").mkdir()
+    path = root / ".progressive" / "state.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    r = cli("-p", str(root), "executions", "list")
+    assert r.exit_code == 5 and "not a progressive state store" in r.stderr
+    assert path.read_bytes() == before
