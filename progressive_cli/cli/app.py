@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -59,6 +59,34 @@ def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
             raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
         pairs[key.strip()] = value
     return pairs
+
+
+InputsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", metavar="KEY=VALUE", help="A workflow input; repeat for more."),
+]
+InputFileOpt = Annotated[Path | None, typer.Option("--input-file", help="Inputs as a JSON or YAML mapping.")]
+
+
+def read_inputs(values: list[str] | None, input_file: Path | None) -> dict[str, Any]:
+    """Workflow inputs from --input-file (a JSON or YAML mapping), then -i KEY=VALUE pairs on top."""
+    given: dict[str, Any] = {}
+    if input_file is not None:
+        try:
+            text = input_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--input-file {input_file}: {exc.strerror or exc}") from None
+        try:
+            import yaml
+
+            data = yaml.safe_load(text)
+        except Exception as exc:
+            raise UsageError(f"--input-file {input_file}: not JSON or YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"--input-file {input_file}: expected a mapping of input names to values")
+        given.update(data)
+    given.update(parse_pairs(values, "-i/--input"))
+    return given
 
 
 OutputOpt = Annotated[

@@ -1,11 +1,10 @@
 """`plan workflow`: a dry run that shows what a run would do, without running anything."""
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import OutputOpt, new_typer, state
+from progressive_cli.cli.app import InputFileOpt, InputsOpt, OutputOpt, new_typer, read_inputs, state
 from progressive_cli.cli.output import OutputFormat, emit, say
 
 plan_app = new_typer("Dry runs: what a run would do, without running it.")
@@ -49,19 +48,17 @@ def _guard(step: Any, ctx: dict[str, Any]) -> str:
 def plan_workflow(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="WORKFLOW")],
-    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", metavar="KEY=VALUE",
-                                                     help="A workflow input; repeat for more.")] = None,
-    input_file: Annotated[Path | None, typer.Option("--input-file", help="Inputs as a JSON or YAML mapping.")] = None,
+    inputs: InputsOpt = None,
+    input_file: InputFileOpt = None,
     output: OutputOpt = None,
 ) -> None:
     """Show the resolved inputs, every step that would run and what each touches; runs nothing."""
     from progressive_cli.cli.catalog import _lookup, iter_steps
-    from progressive_cli.cli.runs import _inputs
     from progressive_cli.engine.inputs import resolve_inputs
 
     project = state(ctx).project()
     wf = _lookup(project.workflows, name, "workflow")
-    resolved = resolve_inputs(wf.inputs, _inputs(inputs, input_file), wf.name)
+    resolved = resolve_inputs(wf.inputs, read_inputs(inputs, input_file), wf.name)
     ctx_data = {"inputs": resolved, "execution": {"id": "(plan)", "workflow": wf.name}}
     steps = [{"step": "  " * depth + step.id, "type": step.type, "touches": _touches(step, project),
               "if": _guard(step, ctx_data), "timeout_s": step.timeout,

@@ -2,12 +2,11 @@
 
 import contextlib
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import OutputOpt, new_typer, parse_pairs, state
+from progressive_cli.cli.app import InputFileOpt, InputsOpt, OutputOpt, new_typer, read_inputs, state
 from progressive_cli.cli.output import OutputFormat, emit, is_tty, say, to_json_line, use_color
 from progressive_cli.errors import ExitCode, NotFoundError, UnavailableError, UsageError
 
@@ -91,26 +90,6 @@ class Reporter:
             say(f"{event.type} {data.get('workflow')} {event.execution_id}")
 
 
-def _inputs(values: list[str] | None, input_file: Path | None) -> dict[str, Any]:
-    given: dict[str, Any] = {}
-    if input_file is not None:
-        try:
-            text = input_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--input-file {input_file}: {exc.strerror or exc}") from None
-        try:
-            import yaml
-
-            data = yaml.safe_load(text)
-        except Exception as exc:
-            raise UsageError(f"--input-file {input_file}: not JSON or YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"--input-file {input_file}: expected a mapping of input names to values")
-        given.update(data)
-    given.update(parse_pairs(values, "-i/--input"))
-    return given
-
-
 def _engine(ctx: typer.Context, *, quiet: bool = False) -> Any:
     from progressive_cli.agents.local import LocalAgents
     from progressive_cli.engine.executor import Engine
@@ -162,9 +141,8 @@ def _run(coro: Any, reporter: Reporter | None = None) -> Any:
 def run_workflow(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="WORKFLOW")],
-    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", metavar="KEY=VALUE",
-                                                     help="A workflow input; repeat for more.")] = None,
-    input_file: Annotated[Path | None, typer.Option("--input-file", help="Inputs as a JSON or YAML mapping.")] = None,
+    inputs: InputsOpt = None,
+    input_file: InputFileOpt = None,
     timeout: Annotated[str | None, typer.Option("--timeout", help="Override the workflow timeout, e.g. 30s.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Queue the run for the daemon and print its id.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No step progress on stderr.")] = False,
@@ -174,7 +152,7 @@ def run_workflow(
     from progressive_cli.config.common import parse_duration
 
     fmt = state(ctx).fmt(output)
-    given = _inputs(inputs, input_file)
+    given = read_inputs(inputs, input_file)
     try:
         limit = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:

@@ -8,9 +8,10 @@ one transaction, a newer or foreign one is refused with a message, never touched
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -243,25 +244,31 @@ class SQLiteStore:
     async def close(self) -> None:
         self.db.close()
 
-    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], events: list[Event] | None) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed whole or rolled back; lock errors become UnavailableError."""
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    db.execute(sql, params)
-                if events:
-                    db.executemany(
-                        "INSERT INTO events (id, type, source, subject, execution_id, time, data) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(e.id, e.type, e.source, e.subject, e.execution_id, e.time, _dumps(e.data)) for e in events],
-                    )
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
                 raise
         except sqlite3.OperationalError as exc:
             raise UnavailableError(f"state store {self.path}: {exc}") from None
+
+    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], events: list[Event] | None) -> None:
+        with self._transaction() as db:
+            for sql, params in statements:
+                db.execute(sql, params)
+            if events:
+                db.executemany(
+                    "INSERT INTO events (id, type, source, subject, execution_id, time, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(e.id, e.type, e.source, e.subject, e.execution_id, e.time, _dumps(e.data)) for e in events],
+                )
 
     # --- executions ----------------------------------------------------------------------------------
     def _row_to_execution(self, row: sqlite3.Row | tuple[Any, ...]) -> Execution:
@@ -404,25 +411,16 @@ class SQLiteStore:
 
     async def claim_work(self, worker: str, lease_seconds: float) -> WorkItem | None:
         t = now()
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT id, kind, payload, available_at, attempts FROM queue "
-                    "WHERE available_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                    "ORDER BY available_at LIMIT 1",
-                    (t, t),
-                ).fetchone()
-                if row is not None:
-                    db.execute("UPDATE queue SET leased_by = ?, lease_until = ?, attempts = attempts + 1 "
-                               "WHERE id = ?", (worker, t + lease_seconds, row[0]))
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
-        except sqlite3.OperationalError as exc:
-            raise UnavailableError(f"state store {self.path}: {exc}") from None
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id, kind, payload, available_at, attempts FROM queue "
+                "WHERE available_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                "ORDER BY available_at LIMIT 1",
+                (t, t),
+            ).fetchone()
+            if row is not None:
+                db.execute("UPDATE queue SET leased_by = ?, lease_until = ?, attempts = attempts + 1 "
+                           "WHERE id = ?", (worker, t + lease_seconds, row[0]))
         if row is None:
             return None
         return WorkItem(id=row[0], kind=row[1], payload=json.loads(row[2]), available_at=row[3],
