@@ -86,6 +86,7 @@ class _Run:
     records: dict[str, StepRecord]
     scope: _Scope
     events: list[Event] = field(default_factory=list)
+    lease_lost: bool = False
 
 
 class Engine:
@@ -114,7 +115,6 @@ class Engine:
         self.on_event = on_event
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._templates: dict[str, Template] = {}
-        self._lease_until = 0.0
 
     # --- public ------------------------------------------------------------------------------------
     async def start(
@@ -167,7 +167,6 @@ class Engine:
                 from progressive_cli.errors import UnavailableError
 
                 raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}")
-        self._lease_until = self.clock() + LEASE_SECONDS
         workflow = WorkflowFile.model_validate(execution.definition)
         records = await self.store.load_steps(execution.id)
         ctx = {
@@ -190,9 +189,17 @@ class Engine:
         try:
             if remaining is not None and remaining <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(remaining):
-                await self._steps(run, workflow.steps, run.scope)
+            keeper = asyncio.create_task(self._keep_lease(run, asyncio.current_task()))
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._steps(run, workflow.steps, run.scope)
+            finally:
+                keeper.cancel()
             outputs = self._render(workflow.outputs, run.scope.ctx, "outputs", run)
+        except asyncio.CancelledError:
+            if not run.lease_lost:
+                raise
+            return await self._get(execution.id)  # another process owns the run now: leave it to that one
         except _Stop:
             return await self._get(execution.id)
         except TimeoutError:
@@ -244,12 +251,20 @@ class Engine:
         return run.execution
 
     async def _checkpoint(self, run: _Run) -> None:
-        """Between steps: honour a cancel request and keep the lease."""
+        """Between steps: honour a cancel request."""
         if await self.store.cancel_requested(run.execution.id):
             raise Cancelled
-        if self._lease_until - self.clock() < LEASE_SECONDS / 2:
-            await self.store.claim_execution(run.execution.id, self.owner, LEASE_SECONDS)
-            self._lease_until = self.clock() + LEASE_SECONDS
+
+    async def _keep_lease(self, run: _Run, main: asyncio.Task[Any] | None) -> None:
+        """Renew the run's lease while it runs, however long one step takes; if another process has
+        taken the run over (our lease had expired), stop this one rather than run it twice."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            if not await self.store.claim_execution(run.execution.id, self.owner, LEASE_SECONDS):
+                run.lease_lost = True
+                if main is not None:
+                    main.cancel()
+                return
 
     # --- expressions -------------------------------------------------------------------------------
     def _template(self, source: str) -> Template:
