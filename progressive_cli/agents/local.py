@@ -31,17 +31,20 @@ class LocalAgents:
             return agent
         providers = [a for a in self.agents.values() if request.capability in a.capabilities]
         if providers:  # prefer an agent this runtime can call
-            return next((a for a in providers if a.kind == "python"), providers[0])
+            return next((a for a in providers if a.kind in ("python", "builtin")), providers[0])
         raise StepError("AGENT_ERROR", f"no enabled agent provides capability '{request.capability}'")
 
     def _callable(self, agent: Any) -> Any:
         if agent.id in self._instances:
             return self._instances[agent.id]
+        if agent.kind == "builtin":
+            self._instances[agent.id] = _Builtin(agent.id, agent.implementation)
+            return self._instances[agent.id]
         if agent.kind != "python":
             raise StepError(
                 "AGENT_ERROR",
-                f"agent '{agent.id}' is a {agent.kind} agent; this release runs python agents in-process "
-                "(built-in, http and command agents arrive with the MCA)",
+                f"agent '{agent.id}' is a {agent.kind} agent; this release runs built-in and python agents "
+                "in-process (http and command agents arrive with the MCA)",
             )
         module_name, _, attr = agent.entrypoint.partition(":")
         try:
@@ -101,3 +104,31 @@ def _in_daemon_thread(fn: Any, *args: Any) -> asyncio.Future[Any]:
 
     threading.Thread(target=work, name="progressive-agent", daemon=True).start()
     return future
+
+
+class _Builtin:
+    """A built-in agent (``progressive_cli.agents.builtin``) called in-process: its methods are pure and quick."""
+
+    def __init__(self, agent_id: str, implementation: str) -> None:
+        from progressive_cli.agents.builtin import methods
+
+        self.agent_id = agent_id
+        try:
+            self.methods = methods(implementation)
+        except (LookupError, ImportError) as exc:
+            raise StepError("AGENT_ERROR", f"agent '{agent_id}': {exc}") from None
+
+    async def __call__(self, method: str, params: Any, context: Any) -> Any:
+        from progressive_cli.agents.builtin import AgentInputError
+
+        fn = self.methods.get(method)
+        if fn is None:
+            raise StepError("AGENT_ERROR", f"agent '{self.agent_id}' has no method '{method}'; it has: "
+                            f"{', '.join(sorted(self.methods))}")
+        if not isinstance(params, dict):
+            raise StepError("AGENT_ERROR", f"agent '{self.agent_id}'.{method}: params must be a mapping")
+        try:
+            return fn(params, context)
+        except AgentInputError as exc:
+            raise StepError("AGENT_ERROR", f"agent '{self.agent_id}'.{method}: {exc}",
+                            {"reason": "invalid_input"}) from None

@@ -146,9 +146,10 @@ def test_capability_routing(mod: Any) -> None:
 
 def test_unloadable_and_non_python_agents(mod: Any) -> None:
     runtime = agents(py("gone", "no_such_module_xyz:fn"), py("typo", "local_agents_mod:nope"),
-                     {"id": "npa", "kind": "builtin"})
+                     {"id": "remote", "kind": "command", "command": ["true"]},
+                     {"id": "zzz", "kind": "builtin"})
     for agent, message in (("gone", "cannot load no_such_module_xyz:fn"), ("typo", "cannot load local_agents_mod:nope"),
-                           ("npa", "is a builtin agent")):
+                           ("remote", "is a command agent"), ("zzz", "no built-in agent 'zzz'")):
         with pytest.raises(StepError) as info:
             call(runtime, request(agent))
         assert info.value.kind == "AGENT_ERROR" and message in info.value.message
