@@ -65,8 +65,11 @@ def plan_workflow(
               "retry": step.retry.max_attempts if step.retry else (wf.retry.max_attempts if wf.retry else 1),
               "on_error": step.on_error or wf.on_error}
              for depth, step in iter_steps(wf.steps)]
+    from progressive_cli.mca.complexity import analyze, request_for
+
+    analysis = analyze(request_for((s for _, s in iter_steps(wf.steps)), real_time=wf.realtime))
     plan = {"workflow": wf.name, "inputs": resolved, "timeout_s": wf.timeout, "concurrency": wf.concurrency,
-            "strategy": None, "steps": steps}
+            "analysis": analysis.as_dict(), "strategy": analysis.strategy, "steps": steps}
     fmt = state(ctx).fmt(output)
     if fmt is not OutputFormat.table:
         emit(plan, fmt)
@@ -74,8 +77,9 @@ def plan_workflow(
     emit(resolved, fmt)
     emit(steps, fmt, columns=[("step", "STEP"), ("type", "TYPE"), ("touches", "TOUCHES"), ("if", "IF"),
                               ("retry", "ATTEMPTS"), ("on_error", "ON ERROR")])
-    say(f"{wf.name}: {len(steps)} steps, timeout {wf.timeout:g}s; the MCA strategy is shown once the MCA lands; "
-        "nothing was run")
+    say(f"{wf.name}: {len(steps)} steps, timeout {wf.timeout:g}s; complexity {analysis.complexity} "
+        f"(score {analysis.score}: {'; '.join(analysis.reasons) or 'nothing to add'}), estimated "
+        f"{analysis.estimated_duration_ms} ms, MCA strategy {analysis.strategy}; nothing was run")
 
 
 def register(app: typer.Typer) -> None:

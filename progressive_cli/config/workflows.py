@@ -237,6 +237,8 @@ class WorkflowFile(Model):
     triggers: list[Trigger] = Field(default_factory=list)
     timeout: Duration = 300.0
     """The whole run's limit (the seed's default is 5 minutes)."""
+    realtime: bool = False
+    """Callers need the answer in real time: the MCA scores +1 and picks hybrid over event-driven."""
     concurrency: int | None = Field(None, ge=1)
     """Most runs of this workflow at once; unlimited when unset."""
     on_error: Literal["fail", "continue"] = "fail"

@@ -99,6 +99,8 @@ def test_plan_runs_nothing_and_decides_guards(make_project, cli) -> None:
     touches = {s["step"].strip(): s["touches"] for s in plan["steps"]}
     assert touches["d"] == "integration api (http://127.0.0.1:9)"
     assert touches["e"] == "capability meal-planning: npa"
+    # one agent (by capability) and one external API: score 2, simple, no multi-agent need -> direct
+    assert (plan["strategy"], plan["analysis"]["score"], plan["analysis"]["complexity"]) == ("direct", 2, "simple")
     assert not (root / ".progressive").exists()  # a dry run opens no store
     r = cli("-p", str(root), "plan", "workflow", "w", "-i", "mode=3", "-i", "nope=1")
     assert r.exit_code == 2 and "has no input 'nope'" in r.stderr

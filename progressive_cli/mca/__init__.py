@@ -1,0 +1,1 @@
+"""The Master Control Agent: complexity analysis and strategy selection (routing arrives with the MCA issue)."""
