@@ -20,19 +20,10 @@ from progressive_cli.errors import StepError
 
 class LocalAgents:
     def __init__(self, agents: list[Any]) -> None:
-        self.agents = {a.id: a for a in agents if a.enabled}
-        self._instances: dict[str, Any] = {}
+        from progressive_cli.mca.router import Router
 
-    def _pick(self, request: AgentRequest) -> Any:
-        if request.agent is not None:
-            agent = self.agents.get(request.agent)
-            if agent is None:
-                raise StepError("AGENT_ERROR", f"agent '{request.agent}' is not configured or is disabled")
-            return agent
-        providers = [a for a in self.agents.values() if request.capability in a.capabilities]
-        if providers:  # prefer an agent this runtime can call
-            return next((a for a in providers if a.kind in ("python", "builtin")), providers[0])
-        raise StepError("AGENT_ERROR", f"no enabled agent provides capability '{request.capability}'")
+        self.router = Router(agents)
+        self._instances: dict[str, Any] = {}
 
     def _callable(self, agent: Any) -> Any:
         if agent.id in self._instances:
@@ -58,8 +49,12 @@ class LocalAgents:
         return instance
 
     async def __call__(self, request: AgentRequest) -> Any:
-        agent = self._pick(request)
+        agent = self.router.agent_for(request.agent, request.capability)
         fn = self._callable(agent)
+        with self.router.using(self.router.pick(agent.id)):
+            return await self._call(agent, fn, request)
+
+    async def _call(self, agent: Any, fn: Any, request: AgentRequest) -> Any:
         timeout = request.timeout or agent.timeout
         try:
             async with asyncio.timeout(timeout):

@@ -140,7 +140,7 @@ def test_capability_routing(mod: Any) -> None:
     assert call(runtime, request(None, capability="echo")) == "async:m"
     with pytest.raises(StepError, match="no enabled agent provides capability 'nope'"):
         call(runtime, request(None, capability="nope"))
-    with pytest.raises(StepError, match="agent 'off' is not configured or is disabled"):
+    with pytest.raises(StepError, match="agent 'off' is available: it is not configured or is disabled"):
         call(runtime, request("off"))
 
 
