@@ -209,3 +209,51 @@ def register(app: typer.Typer) -> None:
     app.add_typer(agents_app, name="agents")
     app.add_typer(integrations_app, name="integrations")
     app.add_typer(workflows_app, name="workflows")
+
+
+@agents_app.command("call")
+def agents_call(
+    ctx: typer.Context,
+    first: str = typer.Argument(..., metavar="AGENT", help="Agent id (omit with --capability)."),
+    second: str | None = typer.Argument(None, metavar="METHOD"),
+    capability: str | None = typer.Option(None, "--capability", "-c", help="Route by capability instead."),
+    params: str = typer.Option("{}", "--params", help="Parameters as a JSON object."),
+    output: OutputOpt = None,
+) -> None:
+    """Send one request through the MCA to an agent (or any agent with a capability) and print its answer."""
+    import asyncio
+    import json
+
+    from progressive_cli.errors import StepError, UsageError
+
+    if capability is not None and second is not None:
+        raise UsageError("with --capability give only METHOD, e.g. agents call --capability meal-planning "
+                         "meal-planning --params '{...}'")
+    if capability is None and second is None:
+        raise UsageError("give AGENT and METHOD, e.g. agents call npa calorie-targets --params '{...}'")
+    agent, method = (None, first) if capability is not None else (first, second)
+    try:
+        data = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--params: not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise UsageError("--params: expected a JSON object")
+    from progressive_cli.agents.local import LocalAgents
+    from progressive_cli.engine.executor import AgentRequest
+    from progressive_cli.store.base import new_id
+
+    project = state(ctx).project()
+    request = AgentRequest(agent=agent, capability=capability, method=str(method), params=data,
+                           idempotency_key=f"cli:{new_id()}", timeout=None, context={"source": "cli"})
+    try:
+        result = asyncio.run(LocalAgents(project.agents.agents)(request))
+    except StepError as exc:
+        from progressive_cli.errors import ProgressiveError
+
+        error = ProgressiveError(f"{exc.kind}: {exc.message}")
+        raise error from None
+    fmt = state(ctx).fmt(output)
+    if fmt is OutputFormat.table and not isinstance(result, dict | list):
+        sys.stdout.write(f"{result}\n")
+    else:
+        emit(result if isinstance(result, dict | list) else {"result": result}, fmt)

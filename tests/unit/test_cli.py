@@ -243,3 +243,19 @@ def test_every_command_is_documented_in_readme(repo_root: Path) -> None:
         for sub in subs or [None]:
             documented = any(f"`progressive {name}" in ln and (sub is None or sub in ln) for ln in lines)
             assert documented, f"`progressive {name} {sub or ''}` is missing from the README command table"
+
+
+def test_agents_call_through_the_mca(cli, repo_root: Path) -> None:
+    params = '{"age": 34, "sex": "female", "weight_kg": 68, "height_cm": 170}'
+    r = cli("-p", str(repo_root), "agents", "call", "npa", "calorie-targets", "--params", params, "-o", "json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["calories"] == 2188
+    r = cli("-p", str(repo_root), "agents", "call", "--capability", "financial-planning", "financial-planning",
+            "--params", '{"monthly_saving": 400, "annual_rate": 0.04, "years": 10}', "-o", "json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["final_balance"] == 58899.92
+    r = cli("-p", str(repo_root), "agents", "call", "npa", "nope")
+    assert r.exit_code == 1 and "has no method 'nope'" in r.stderr
+    r = cli("-p", str(repo_root), "agents", "call", "npa", "calorie-targets", "--params", "[1]")
+    assert r.exit_code == 2 and "--params: expected a JSON object" in r.stderr
+    r = cli("-p", str(repo_root), "agents", "call", "npa")
+    assert r.exit_code == 2 and "give AGENT and METHOD" in r.stderr
