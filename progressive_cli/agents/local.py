@@ -31,12 +31,13 @@ class LocalAgents:
         if agent.kind == "builtin":
             self._instances[agent.id] = _Builtin(agent.id, agent.implementation)
             return self._instances[agent.id]
+        if agent.kind in ("http", "command"):
+            from progressive_cli.agents.remote import CommandAgent, HttpAgent
+
+            self._instances[agent.id] = HttpAgent(agent) if agent.kind == "http" else CommandAgent(agent)
+            return self._instances[agent.id]
         if agent.kind != "python":
-            raise StepError(
-                "AGENT_ERROR",
-                f"agent '{agent.id}' is a {agent.kind} agent; this release runs built-in and python agents "
-                "in-process (http and command agents arrive with the MCA)",
-            )
+            raise StepError("AGENT_ERROR", f"agent '{agent.id}' has unknown kind '{agent.kind}'")
         module_name, _, attr = agent.entrypoint.partition(":")
         try:
             target: Any = importlib.import_module(module_name)
@@ -70,9 +71,19 @@ class LocalAgents:
             raise
         except Exception as exc:  # the agent's own failure, reported as a typed error
             raise StepError("AGENT_ERROR", f"agent '{agent.id}' failed: {type(exc).__name__}: {exc}") from None
+        if request.envelope:
+            return result if isinstance(result, dict) and "output" in result else {"output": result}
         if isinstance(result, dict) and "output" in result:
             return result["output"]
         return result
+
+    def capability_providers(self) -> dict[str, list[str]]:
+        """capability -> the enabled agents that offer it, in declaration order (for consensus steps)."""
+        providers: dict[str, list[str]] = {}
+        for pool in self.router.pools.values():
+            for capability in pool.agent.capabilities:
+                providers.setdefault(capability, []).append(pool.agent.id)
+        return providers
 
 
 def _in_daemon_thread(fn: Any, *args: Any) -> asyncio.Future[Any]:

@@ -97,7 +97,9 @@ def _engine(ctx: typer.Context, *, quiet: bool = False) -> Any:
 
     project = state(ctx).project()
     store = project_store(project)
-    engine = Engine(project.workflows, store, agent_call=LocalAgents(project.agents.agents), on_event=Reporter(quiet))
+    agents = LocalAgents(project.agents.agents)
+    engine = Engine(project.workflows, store, agent_call=agents, on_event=Reporter(quiet),
+                    capability_providers=agents.capability_providers())
     return project, store, engine
 
 

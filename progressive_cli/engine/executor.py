@@ -54,6 +54,8 @@ class AgentRequest:
     idempotency_key: str
     timeout: float | None
     context: dict[str, Any]
+    envelope: bool = False
+    """Return ``{"output", "confidence", "metadata"}`` rather than the bare output (consensus needs it)."""
 
 
 class Cancelled(Exception):
@@ -104,8 +106,10 @@ class Engine:
         wait_inline: bool = True,
         on_event: Callable[[Event], None] | None = None,
         owner: str | None = None,
+        capability_providers: Mapping[str, list[str]] | None = None,
     ) -> None:
         self.workflows = workflows
+        self.capability_providers = dict(capability_providers or {})
         self.store = store
         self.agent_call = agent_call
         self.sleep = sleep
@@ -575,7 +579,8 @@ class Engine:
             child_id = child.id
             await self._remember(run, key, {"child": child_id})
         sub = Engine(self.workflows, self.store, agent_call=self.agent_call, sleep=self.sleep, clock=self.clock,
-                     rng=self.rng, wait_inline=self.wait_inline, on_event=self.on_event, owner=self.owner)
+                     rng=self.rng, wait_inline=self.wait_inline, on_event=self.on_event, owner=self.owner,
+                     capability_providers=self.capability_providers)
         result = await sub.run(child_id)
         if result.status == "waiting":  # the parent waits too, until the child is due
             await self._update(run, status="waiting", wake_at=result.wake_at, owner=None, lease_until=None)
@@ -598,6 +603,76 @@ class Engine:
                      "attempt": attempt},
         )
         return await self.agent_call(request)
+
+    async def _do_consensus(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
+        """Ask every agent (listed, or each provider of the capability) and combine their opinions."""
+        call = self.agent_call
+        if call is None:
+            raise StepError("AGENT_ERROR", "no agent runtime is configured")
+        params = self._render(step.params, scope.ctx, f"step '{step.id}', field 'params'", run)
+        agents = list(step.agents) or list(self.capability_providers.get(step.capability, ()))
+        if not agents:
+            raise StepError("AGENT_ERROR", f"no agent provides capability '{step.capability}'")
+
+        async def ask(agent: str) -> Any:
+            return await call(AgentRequest(
+                agent=agent, capability=None, method=step.method, params=params,
+                idempotency_key=f"{run.execution.id}:{key}/{agent}:{attempt}", timeout=step.timeout,
+                context={"execution_id": run.execution.id, "workflow": run.workflow.name, "step": key,
+                         "attempt": attempt, "consensus": agents}, envelope=True))
+
+        answers = await asyncio.gather(*(ask(a) for a in agents), return_exceptions=True)
+        opinions: dict[str, dict[str, Any]] = {}
+        failed: dict[str, Any] = {}
+        for agent, answer in zip(agents, answers, strict=True):
+            if isinstance(answer, StepError):
+                failed[agent] = answer.as_dict()
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                opinions[agent] = _opinion(answer)
+        if len(opinions) < step.min_agents:
+            raise StepError("AGENT_ERROR", f"consensus '{step.id}' needs {step.min_agents} opinion(s), got "
+                            f"{len(opinions)}", {"failed": failed})
+        decision, confidence = consensus(step.strategy, opinions)
+        return {"decision": decision, "confidence": confidence, "strategy": step.strategy,
+                "opinions": opinions, "failed": failed, "participating": agents}
+
+
+DEFAULT_CONFIDENCE = 0.5  # the seed's `response.confidence || 0.5`
+
+
+def _opinion(answer: Any) -> dict[str, Any]:
+    if isinstance(answer, dict) and "output" in answer:
+        confidence = answer.get("confidence")
+        if isinstance(confidence, int | float) and not isinstance(confidence, bool) and 0 <= confidence <= 1:
+            return {"output": answer["output"], "confidence": float(confidence)}
+        return {"output": answer["output"], "confidence": DEFAULT_CONFIDENCE}
+    return {"output": answer, "confidence": DEFAULT_CONFIDENCE}
+
+
+def consensus(strategy: str, opinions: Mapping[str, Mapping[str, Any]]) -> tuple[Any, float]:
+    """(decision, confidence) from agents' opinions, in the order the agents were asked.
+
+    - highest_confidence (the seed's default): the most confident opinion; confidence is the average;
+    - majority: the most common answer (ties: higher summed confidence, then first asked); confidence is its share;
+    - weighted: answers weighted by confidence; confidence is the winner's share of the total weight.
+    """
+    import json
+
+    items = list(opinions.values())
+    if strategy == "highest_confidence":
+        best = max(items, key=lambda o: o["confidence"])  # max keeps the first of equals
+        return best["output"], round(sum(o["confidence"] for o in items) / len(items), 4)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for opinion in items:
+        groups.setdefault(json.dumps(opinion["output"], sort_keys=True, default=str), []).append(opinion)
+    if strategy == "majority":
+        winner = max(groups.values(), key=lambda g: (len(g), sum(o["confidence"] for o in g)))
+        return winner[0]["output"], round(len(winner) / len(items), 4)
+    total = sum(o["confidence"] for o in items) or 1.0
+    winner = max(groups.values(), key=lambda g: sum(o["confidence"] for o in g))
+    return winner[0]["output"], round(sum(o["confidence"] for o in winner) / total, 4)
 
 
 class _AnyRoots(frozenset[str]):
