@@ -144,12 +144,29 @@ def test_capability_routing(mod: Any) -> None:
         call(runtime, request("off"))
 
 
-def test_unloadable_and_non_python_agents(mod: Any) -> None:
+def test_unloadable_agents_and_a_silent_command_agent(mod: Any) -> None:
     runtime = agents(py("gone", "no_such_module_xyz:fn"), py("typo", "local_agents_mod:nope"),
                      {"id": "remote", "kind": "command", "command": ["true"]},
                      {"id": "zzz", "kind": "builtin"})
     for agent, message in (("gone", "cannot load no_such_module_xyz:fn"), ("typo", "cannot load local_agents_mod:nope"),
-                           ("remote", "is a command agent"), ("zzz", "no built-in agent 'zzz'")):
+                           ("remote", "malformed response"), ("zzz", "no built-in agent 'zzz'")):
         with pytest.raises(StepError) as info:
             call(runtime, request(agent))
         assert info.value.kind == "AGENT_ERROR" and message in info.value.message
+
+
+def test_builtin_agents_and_the_envelope() -> None:
+    import dataclasses
+
+    runtime = agents({"id": "npa", "kind": "builtin", "capabilities": ["meal-planning"]},
+                     {"id": "bma", "kind": "builtin"})
+    params = {"age": 34, "sex": "female", "weight_kg": 68, "height_cm": 170}
+    out = call(runtime, request("npa", "calorie-targets", params=params))
+    assert out["calories"] == 2188  # the bare output by default
+    wrapped = call(runtime, dataclasses.replace(request("npa", "calorie-targets", params=params), envelope=True))
+    assert wrapped["output"]["calories"] == 2188  # consensus asks for {"output", ...}
+    with pytest.raises(StepError, match="'age' must be a number"):
+        call(runtime, request("npa", "calorie-targets", params={"age": "x"}))
+    with pytest.raises(StepError, match="has no method 'fly'"):
+        call(runtime, request("bma", "fly"))
+    assert runtime.capability_providers()["meal-planning"] == ["npa"]
