@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import sys
 import threading
 from typing import Any
 
@@ -19,26 +20,31 @@ from progressive_cli.errors import StepError
 
 
 class LocalAgents:
-    def __init__(self, agents: list[Any]) -> None:
+    def __init__(self, agents: list[Any], root: Any = None) -> None:
         from progressive_cli.mca.router import Router
 
         self.router = Router(agents)
+        self.root = str(root) if root is not None else None
         self._instances: dict[str, Any] = {}
 
     def _callable(self, agent: Any) -> Any:
         if agent.id in self._instances:
             return self._instances[agent.id]
         if agent.kind == "builtin":
-            self._instances[agent.id] = _Builtin(agent.id, agent.implementation)
+            table = {p.agent.id: list(p.agent.capabilities) for p in self.router.pools.values()}
+            self._instances[agent.id] = _Builtin(agent.id, agent.implementation, {"agents": table})
             return self._instances[agent.id]
         if agent.kind in ("http", "command"):
             from progressive_cli.agents.remote import CommandAgent, HttpAgent
 
-            self._instances[agent.id] = HttpAgent(agent) if agent.kind == "http" else CommandAgent(agent)
-            return self._instances[agent.id]
+            remote = HttpAgent(agent) if agent.kind == "http" else CommandAgent(agent, root=self.root)
+            self._instances[agent.id] = remote
+            return remote
         if agent.kind != "python":
             raise StepError("AGENT_ERROR", f"agent '{agent.id}' has unknown kind '{agent.kind}'")
         module_name, _, attr = agent.entrypoint.partition(":")
+        if self.root and self.root not in sys.path:
+            sys.path.append(self.root)  # entry points may live in the project directory, like a local plugin
         try:
             target: Any = importlib.import_module(module_name)
             for part in attr.split("."):
@@ -115,10 +121,11 @@ def _in_daemon_thread(fn: Any, *args: Any) -> asyncio.Future[Any]:
 class _Builtin:
     """A built-in agent (``progressive_cli.agents.builtin``) called in-process: its methods are pure and quick."""
 
-    def __init__(self, agent_id: str, implementation: str) -> None:
+    def __init__(self, agent_id: str, implementation: str, extra_context: dict[str, Any]) -> None:
         from progressive_cli.agents.builtin import methods
 
         self.agent_id = agent_id
+        self.extra_context = extra_context
         try:
             self.methods = methods(implementation)
         except (LookupError, ImportError) as exc:
@@ -134,7 +141,7 @@ class _Builtin:
         if not isinstance(params, dict):
             raise StepError("AGENT_ERROR", f"agent '{self.agent_id}'.{method}: params must be a mapping")
         try:
-            return fn(params, context)
+            return fn(params, {**context, **self.extra_context})
         except AgentInputError as exc:
             raise StepError("AGENT_ERROR", f"agent '{self.agent_id}'.{method}: {exc}",
                             {"reason": "invalid_input"}) from None

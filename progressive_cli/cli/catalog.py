@@ -246,7 +246,7 @@ def agents_call(
     request = AgentRequest(agent=agent, capability=capability, method=str(method), params=data,
                            idempotency_key=f"cli:{new_id()}", timeout=None, context={"source": "cli"})
     try:
-        result = asyncio.run(LocalAgents(project.agents.agents)(request))
+        result = asyncio.run(LocalAgents(project.agents.agents, project.root)(request))
     except StepError as exc:
         from progressive_cli.errors import ProgressiveError
 

@@ -97,7 +97,7 @@ def _engine(ctx: typer.Context, *, quiet: bool = False) -> Any:
 
     project = state(ctx).project()
     store = project_store(project)
-    agents = LocalAgents(project.agents.agents)
+    agents = LocalAgents(project.agents.agents, project.root)
     engine = Engine(project.workflows, store, agent_call=agents, on_event=Reporter(quiet),
                     capability_providers=agents.capability_providers())
     return project, store, engine

@@ -144,7 +144,7 @@ def test_capability_routing(mod: Any) -> None:
         call(runtime, request("off"))
 
 
-def test_unloadable_agents_and_a_silent_command_agent(mod: Any) -> None:
+def test_unloadable_and_remote_agents(mod: Any) -> None:
     runtime = agents(py("gone", "no_such_module_xyz:fn"), py("typo", "local_agents_mod:nope"),
                      {"id": "remote", "kind": "command", "command": ["true"]},
                      {"id": "zzz", "kind": "builtin"})

@@ -13,7 +13,7 @@ from typing import Any
 
 Method = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
 
-MODULES = {"npa": "nutrition", "wpa": "workout", "bma": "budget", "rpa": "report", "ema": "emergency"}
+MODULES = {"mca": "mca", "npa": "nutrition", "wpa": "workout", "bma": "budget", "rpa": "report", "ema": "emergency"}
 
 
 class AgentInputError(ValueError):
