@@ -34,14 +34,12 @@ class LocalAgents:
             table = {p.agent.id: list(p.agent.capabilities) for p in self.router.pools.values()}
             self._instances[agent.id] = _Builtin(agent.id, agent.implementation, {"agents": table})
             return self._instances[agent.id]
-        if agent.kind in ("http", "command"):
-            from progressive_cli.agents.remote import CommandAgent, HttpAgent
-
-            remote = HttpAgent(agent) if agent.kind == "http" else CommandAgent(agent, root=self.root)
-            self._instances[agent.id] = remote
-            return remote
         if agent.kind != "python":
-            raise StepError("AGENT_ERROR", f"agent '{agent.id}' has unknown kind '{agent.kind}'")
+            raise StepError(
+                "AGENT_ERROR",
+                f"agent '{agent.id}' is a {agent.kind} agent; this release runs built-in and python agents "
+                "in-process (http and command agents arrive with the MCA)",
+            )
         module_name, _, attr = agent.entrypoint.partition(":")
         if self.root and self.root not in sys.path:
             sys.path.append(self.root)  # entry points may live in the project directory, like a local plugin

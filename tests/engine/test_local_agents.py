@@ -149,7 +149,7 @@ def test_unloadable_and_remote_agents(mod: Any) -> None:
                      {"id": "remote", "kind": "command", "command": ["true"]},
                      {"id": "zzz", "kind": "builtin"})
     for agent, message in (("gone", "cannot load no_such_module_xyz:fn"), ("typo", "cannot load local_agents_mod:nope"),
-                           ("remote", "malformed response"), ("zzz", "no built-in agent 'zzz'")):
+                           ("remote", "is a command agent"), ("zzz", "no built-in agent 'zzz'")):
         with pytest.raises(StepError) as info:
             call(runtime, request(agent))
         assert info.value.kind == "AGENT_ERROR" and message in info.value.message
