@@ -101,13 +101,31 @@ def test_uninterrupted_run(project: Path) -> None:
     assert {json.loads(x)["step"] for x in log.read_text().splitlines()} == AGENT_STEPS
 
 
-@pytest.mark.parametrize("kill_after", [0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0])
-def test_sigkill_then_resume(project: Path, kill_after: float) -> None:
+def _calls(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+# Kill points: right at start-up (before the run may even be recorded), then just after the
+# agent has been called k times (k = 1..8): mid-step, between steps, inside the foreach and the
+# parallel branches. Counting calls, not seconds, keeps the points mid-run on any machine.
+KILL_POINTS = ["start", *(f"call{k}" for k in range(1, 9)), "call3-late", "call6-late"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_then_resume(project: Path, point: str) -> None:
     log = project / "calls.log"
     env = _env(project, log)
     proc = subprocess.Popen([str(BIN), "run", "workflow", "crashy", "-q"], cwd=project, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(kill_after)
+    if point == "start":
+        time.sleep(0.05)
+    else:
+        calls = int(point.removeprefix("call").split("-")[0])
+        deadline = time.monotonic() + 60
+        while _calls(log) < calls and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if point.endswith("-late"):
+            time.sleep(0.04)  # into the agent's sleep, or just past the step's commit
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     latest = _latest(project, env)
@@ -139,7 +157,7 @@ def test_sigkill_then_resume(project: Path, kill_after: float) -> None:
 
 def test_kills_landed_mid_run() -> None:
     """The kill points must really interrupt runs, or the test above proves nothing."""
-    if len(KILLED_STATES) < 10:
+    if len(KILLED_STATES) < len(KILL_POINTS):
         pytest.skip("run the whole module to check the kill points")
     interrupted = [s for s in KILLED_STATES if s == "running"]
-    assert len(interrupted) >= 5, KILLED_STATES
+    assert len(interrupted) >= 8, KILLED_STATES
