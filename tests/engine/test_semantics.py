@@ -24,6 +24,21 @@ Harness = Any  # tests/engine/conftest.py
 T0 = 1_767_225_600.0  # the fake clock's start: 2026-01-01T00:00:00Z
 
 
+
+
+class CrashOnce:
+    """An agent handler that dies as the process would (a non-StepError escapes the engine and leaves
+    the run `running`) until `on` is set False; then it answers with `answer(request)`."""
+
+    def __init__(self, answer: Any) -> None:
+        self.on = True
+        self.answer = answer
+
+    def __call__(self, request: AgentRequest) -> Any:
+        if self.on:
+            raise RuntimeError("process died")
+        return self.answer(request)
+
 def wf(name: str, steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {"name": name, "steps": steps, **extra}
 
@@ -152,21 +167,16 @@ def test_condition_branch_is_stored_and_reused_on_replay(h: Harness) -> None:
         {"id": "check", "type": "condition", "condition": "inputs.n > 10",
          "then": [call("big")], "else": [call("small")]},
     ], inputs={"n": {"type": "integer", "default": 50}}))
-    crash = {"on": True}
+    crash = CrashOnce(lambda _r: "big")
 
-    def big(_r: AgentRequest) -> Any:
-        if crash["on"]:
-            raise RuntimeError("process died")  # not a StepError: leaves the run as a crash would
-        return "big"
-
-    h.agents.on("big", big)
+    h.agents.on("big", crash)
     with pytest.raises(RuntimeError):
         h.run("c")
     execution = h.executions()[0]
     assert h.steps(execution.id)["check"].status == "running"
     # tamper with the stored inputs: re-evaluating the condition would now pick `else`
     asyncio.run(h.store.update_execution(execution.id, inputs={"n": 1}))
-    crash["on"] = False
+    crash.on = False
     result = h.resume(execution.id)
     assert result.status == "completed"
     assert h.agents.count("small") == 0 and h.agents.count("big") == 2
@@ -481,14 +491,9 @@ def test_sub_workflow_waiting_child_makes_the_parent_wait(h: Harness) -> None:
 
 
 def test_sub_workflow_resume_reuses_the_child(h: Harness) -> None:
-    crash = {"on": True}
+    crash = CrashOnce(lambda _r: "two")
 
-    def second(_r: AgentRequest) -> Any:
-        if crash["on"]:
-            raise RuntimeError("power cut")
-        return "two"
-
-    h.agents.on("second", second)
+    h.agents.on("second", crash)
     add_child(h, [call("first"), call("second"), transform("double", "${{ inputs.n * 2 }}")])
     h.add(wf("parent", [{"id": "sub", "type": "sub_workflow", "workflow": "child", "inputs": {"n": 3}}],
              outputs={"doubled": "${{ steps.sub.output.doubled }}"}))
@@ -497,7 +502,7 @@ def test_sub_workflow_resume_reuses_the_child(h: Harness) -> None:
     parent = next(e for e in h.executions() if e.workflow == "parent")
     child = next(e for e in h.executions() if e.workflow == "child")
     assert parent.status == child.status == "running"
-    crash["on"] = False
+    crash.on = False
     result = h.resume(parent.id)
     assert result.status == "completed" and result.outputs == {"doubled": 6}
     assert len([e for e in h.executions() if e.workflow == "child"]) == 1
@@ -823,21 +828,16 @@ def test_retry_after_failure_does_not_rerun_completed_steps(h: Harness, new_harn
 
 def test_resume_after_a_crash_reruns_only_the_interrupted_step_with_the_same_key(h: Harness) -> None:
     h.add(DURABLE)
-    crash = {"on": True}
-
-    def flaky(r: AgentRequest) -> Any:
-        if crash["on"]:
-            raise RuntimeError("power cut")  # escapes the engine: the run is left as a crash leaves it
-        return "ok"
+    crash = CrashOnce(lambda r: "ok")
 
     h.agents.on("each", lambda r: r.params["i"])
-    h.agents.on("flaky", flaky)
+    h.agents.on("flaky", crash)
     with pytest.raises(RuntimeError):
         h.run("d")
     execution = h.executions()[0]
     assert execution.status == "running"
     assert h.steps(execution.id)["c"].status == "running"
-    crash["on"] = False
+    crash.on = False
     result = h.resume(execution.id)
     assert result.status == "completed"
     assert result.outputs == {"d": [7, [1, 2, 3], "ok"]}
@@ -880,14 +880,9 @@ def test_resume_republishes_results_from_inside_finished_containers(h: Harness) 
     """Later steps read `steps.<id>` of steps inside a finished parallel or condition, and of a fallback:
     after a resume those come from the stored records, as the first run published them."""
     h.agents.on("boom", fail("API_ERROR"))
-    crash = {"on": True}
+    crash = CrashOnce(lambda r: r.params)
 
-    def report(r: AgentRequest) -> Any:
-        if crash["on"]:
-            raise RuntimeError("power cut")
-        return r.params
-
-    h.agents.on("report", report)
+    h.agents.on("report", crash)
     h.add(wf("r", [
         {"id": "prepare", "type": "parallel", "join": "collect_all", "branches": {
             "training": [call("design", "design", {"days": 3})],
@@ -906,7 +901,7 @@ def test_resume_republishes_results_from_inside_finished_containers(h: Harness) 
     ], outputs={"report": "${{ steps.report.output }}"}))
     with pytest.raises(RuntimeError):
         h.run("r")
-    crash["on"] = False
+    crash.on = False
     result = h.resume(h.executions()[0].id)
     assert result.status == "completed", result.error
     assert result.outputs == {"report": {"plan": {"days": 3}, "kcal": 2000, "extra": "none", "fb": "none",
@@ -924,21 +919,16 @@ def test_retry_plan_unknown_step() -> None:
 def test_fallback_is_not_rerun_on_resume(h: Harness) -> None:
     """A step that failed into its fallback is finished: a resume after a later crash reuses it."""
     h.agents.on("boom", fail("API_ERROR"))
-    crash = {"on": True}
+    crash = CrashOnce(lambda _r: "later")
 
-    def later(_r: AgentRequest) -> Any:
-        if crash["on"]:
-            raise RuntimeError("power cut")
-        return "later"
-
-    h.agents.on("later", later)
+    h.agents.on("later", crash)
     h.add(wf("f", [call("b", "boom", on_error="fallback", fallback=transform("fb", "default")),
                    call("c", "later"), transform("d", "${{ [steps.b.output, steps.c.output] }}")],
              outputs={"d": "${{ steps.d.output }}"}))
     with pytest.raises(RuntimeError):
         h.run("f")
     execution = h.executions()[0]
-    crash["on"] = False
+    crash.on = False
     result = h.resume(execution.id)
     assert result.status == "completed" and result.outputs == {"d": ["default", "later"]}
     assert h.agents.count("boom") == 1
@@ -946,19 +936,14 @@ def test_fallback_is_not_rerun_on_resume(h: Harness) -> None:
 
 def test_continue_failure_is_not_rerun_on_resume(h: Harness) -> None:
     h.agents.on("boom", fail("API_ERROR", times=1))
-    crash = {"on": True}
+    crash = CrashOnce(lambda _r: "later")
 
-    def later(_r: AgentRequest) -> Any:
-        if crash["on"]:
-            raise RuntimeError("power cut")
-        return "later"
-
-    h.agents.on("later", later)
+    h.agents.on("later", crash)
     h.add(wf("f", [call("b", "boom", on_error="continue"), call("c", "later"),
                    transform("d", "${{ [steps.b.status, steps.c.output] }}")], outputs={"d": "${{ steps.d.output }}"}))
     with pytest.raises(RuntimeError):
         h.run("f")
-    crash["on"] = False
+    crash.on = False
     result = h.resume(h.executions()[0].id)
     assert result.outputs == {"d": ["failed", "later"]}  # what the uninterrupted run had
     assert h.agents.count("boom") == 1
