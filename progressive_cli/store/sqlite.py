@@ -21,7 +21,7 @@ from progressive_cli.store.base import Event, Execution, StepRecord, WorkItem, n
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades from version i to i + 1. Later issues append; nothing is ever edited.
 MIGRATIONS: list[str] = [
@@ -105,6 +105,42 @@ MIGRATIONS: list[str] = [
         response_ms REAL, detail TEXT, at REAL NOT NULL
     );
     CREATE INDEX health_results_check ON health_results (check_name, at);
+    """,
+    # 2: the MCA. Agent metrics (cumulative, merged by every process that calls agents), calls in
+    # flight per calling process, heartbeat probes, agent messages, EMA incidents.
+    """
+    CREATE TABLE agent_metrics (
+        agent TEXT NOT NULL, instance TEXT NOT NULL,
+        total INTEGER NOT NULL DEFAULT 0, success INTEGER NOT NULL DEFAULT 0, failure INTEGER NOT NULL DEFAULT 0,
+        latency_sum_ms REAL NOT NULL DEFAULT 0, buckets TEXT NOT NULL DEFAULT '{}',
+        last_error TEXT, last_call_at REAL, updated_at REAL NOT NULL,
+        PRIMARY KEY (agent, instance)
+    ) WITHOUT ROWID;
+    CREATE TABLE agent_inflight (
+        agent TEXT NOT NULL, instance TEXT NOT NULL, owner TEXT NOT NULL,
+        count INTEGER NOT NULL, updated_at REAL NOT NULL,
+        PRIMARY KEY (agent, instance, owner)
+    ) WITHOUT ROWID;
+    ALTER TABLE heartbeats ADD COLUMN checked_at REAL;
+    ALTER TABLE heartbeats ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        channel TEXT,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        delivered_at REAL,
+        error TEXT,
+        reply TEXT
+    );
+    CREATE INDEX messages_recipient ON messages (recipient, created_at);
+    CREATE INDEX messages_pending ON messages (status, recipient, created_at);
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY, status TEXT NOT NULL, record TEXT NOT NULL, updated_at REAL NOT NULL
+    );
     """,
 ]
 
