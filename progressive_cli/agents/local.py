@@ -1,8 +1,10 @@
-"""Calling agents in-process: `python` agents (a `module:callable` or class entry point).
+"""In-process agents: ``builtin`` (the seed's five agents and the MCA) and ``python`` (a
+``module:callable`` or class entry point, which may live in the project directory).
 
-This is the engine's agent runtime until the MCA lands. A python agent is called as
-``agent(method, params, context)``; it may be sync (run in a worker thread so timeouts
-work) or async, and may return either its output or ``{"output": ..., "confidence": ...}``.
+A python agent is called as ``agent(method, params, context)``; it may be sync (run in a daemon
+thread, so a timeout abandons it instead of blocking the event loop) or async, and may return its
+output or ``{"output": ..., "confidence": ..., "metadata": ...}``. The MCA runtime
+(:mod:`progressive_cli.mca.runtime`) routes, times out and measures every call.
 """
 
 from __future__ import annotations
@@ -15,79 +17,60 @@ import sys
 import threading
 from typing import Any
 
-from progressive_cli.engine.executor import AgentRequest
 from progressive_cli.errors import StepError
 
 
-class LocalAgents:
-    def __init__(self, agents: list[Any], root: Any = None) -> None:
-        from progressive_cli.mca.router import Router
+class InProcessAgent:
+    """One loaded in-process agent, called like the remote kinds: ``await agent(method, params, context)``."""
 
-        self.router = Router(agents)
-        self.root = str(root) if root is not None else None
-        self._instances: dict[str, Any] = {}
+    def __init__(self, agent: Any, root: str | None, extra_context: dict[str, Any]) -> None:
+        self.agent_id: str = agent.id
+        self.target: Any = _Builtin(agent.id, agent.implementation, extra_context) if agent.kind == "builtin" \
+            else _load_python(agent, root)
+        fn = self.target
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
-    def _callable(self, agent: Any) -> Any:
-        if agent.id in self._instances:
-            return self._instances[agent.id]
-        if agent.kind == "builtin":
-            table = {p.agent.id: list(p.agent.capabilities) for p in self.router.pools.values()}
-            self._instances[agent.id] = _Builtin(agent.id, agent.implementation, {"agents": table})
-            return self._instances[agent.id]
-        if agent.kind != "python":
-            raise StepError(
-                "AGENT_ERROR",
-                f"agent '{agent.id}' is a {agent.kind} agent; this release runs built-in and python agents "
-                "in-process (http and command agents arrive with the MCA)",
-            )
-        module_name, _, attr = agent.entrypoint.partition(":")
-        if self.root and self.root not in sys.path:
-            sys.path.append(self.root)  # entry points may live in the project directory, like a local plugin
+    async def __call__(self, method: str, params: Any, context: dict[str, Any], *,
+                       instance: str | None = None) -> Any:
         try:
-            target: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                target = getattr(target, part)
-        except (ImportError, AttributeError) as exc:
-            raise StepError("AGENT_ERROR", f"agent '{agent.id}': cannot load {agent.entrypoint}: {exc}") from None
-        instance = target() if inspect.isclass(target) else target
-        self._instances[agent.id] = instance
-        return instance
-
-    async def __call__(self, request: AgentRequest) -> Any:
-        agent = self.router.agent_for(request.agent, request.capability)
-        fn = self._callable(agent)
-        with self.router.using(self.router.pick(agent.id)):
-            return await self._call(agent, fn, request)
-
-    async def _call(self, agent: Any, fn: Any, request: AgentRequest) -> Any:
-        timeout = request.timeout or agent.timeout
-        try:
-            async with asyncio.timeout(timeout):
-                if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
-                    result = await fn(request.method, request.params, {**request.context,
-                                                                       "idempotency_key": request.idempotency_key})
-                else:
-                    result = await _in_daemon_thread(fn, request.method, request.params,
-                                                     {**request.context, "idempotency_key": request.idempotency_key})
-        except TimeoutError:
-            raise StepError("TIMEOUT", f"agent '{agent.id}' did not answer within {timeout:g}s") from None
+            if self.is_async:
+                return await self.target(method, params, context)
+            return await _in_daemon_thread(self.target, method, params, context)
         except StepError:
             raise
         except Exception as exc:  # the agent's own failure, reported as a typed error
-            raise StepError("AGENT_ERROR", f"agent '{agent.id}' failed: {type(exc).__name__}: {exc}") from None
-        if request.envelope:
-            return result if isinstance(result, dict) and "output" in result else {"output": result}
-        if isinstance(result, dict) and "output" in result:
-            return result["output"]
-        return result
+            raise StepError("AGENT_ERROR", f"agent '{self.agent_id}' failed: {type(exc).__name__}: {exc}",
+                            {"reason": "agent_error"}) from None
 
-    def capability_providers(self) -> dict[str, list[str]]:
-        """capability -> the enabled agents that offer it, in declaration order (for consensus steps)."""
-        providers: dict[str, list[str]] = {}
-        for pool in self.router.pools.values():
-            for capability in pool.agent.capabilities:
-                providers.setdefault(capability, []).append(pool.agent.id)
-        return providers
+    async def health(self, instance: str | None = None) -> tuple[bool, str]:
+        """Loaded is alive; an object with a ``health()`` method is asked as well."""
+        probe = getattr(self.target, "health", None)
+        if not callable(probe):
+            return True, "loaded in process"
+        try:
+            answer = probe()
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception as exc:
+            return False, f"health() raised {type(exc).__name__}: {exc}"
+        return (True, "health() ok") if answer is not False else (False, "health() returned false")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _load_python(agent: Any, root: str | None) -> Any:
+    module_name, _, attr = agent.entrypoint.partition(":")
+    if root and root not in sys.path:
+        sys.path.append(root)  # entry points may live in the project directory, like a local plugin
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise StepError("AGENT_ERROR", f"agent '{agent.id}': cannot load {agent.entrypoint}: {exc}",
+                        {"reason": "cannot_start"}) from None
+    return target() if inspect.isclass(target) else target
 
 
 def _in_daemon_thread(fn: Any, *args: Any) -> asyncio.Future[Any]:
@@ -127,17 +110,20 @@ class _Builtin:
         try:
             self.methods = methods(implementation)
         except (LookupError, ImportError) as exc:
-            raise StepError("AGENT_ERROR", f"agent '{agent_id}': {exc}") from None
+            raise StepError("AGENT_ERROR", f"agent '{agent_id}': {exc}", {"reason": "cannot_start"}) from None
 
     async def __call__(self, method: str, params: Any, context: Any) -> Any:
-        from progressive_cli.agents.builtin import AgentInputError
+        from progressive_cli.agents.builtin import AgentInputError, acknowledge
 
         fn = self.methods.get(method)
+        if fn is None and method == "message":
+            fn = acknowledge  # every agent takes messages; those with nothing to do with them acknowledge
         if fn is None:
             raise StepError("AGENT_ERROR", f"agent '{self.agent_id}' has no method '{method}'; it has: "
-                            f"{', '.join(sorted(self.methods))}")
+                            f"{', '.join(sorted(self.methods))}", {"reason": "no_such_method"})
         if not isinstance(params, dict):
-            raise StepError("AGENT_ERROR", f"agent '{self.agent_id}'.{method}: params must be a mapping")
+            raise StepError("AGENT_ERROR", f"agent '{self.agent_id}'.{method}: params must be a mapping",
+                            {"reason": "invalid_input"})
         try:
             return fn(params, {**context, **self.extra_context})
         except AgentInputError as exc:

@@ -238,15 +238,13 @@ def agents_call(
         raise UsageError(f"--params: not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
         raise UsageError("--params: expected a JSON object")
-    from progressive_cli.agents.local import LocalAgents
     from progressive_cli.engine.executor import AgentRequest
     from progressive_cli.store.base import new_id
 
-    project = state(ctx).project()
     request = AgentRequest(agent=agent, capability=capability, method=str(method), params=data,
                            idempotency_key=f"cli:{new_id()}", timeout=None, context={"source": "cli"})
     try:
-        result = asyncio.run(LocalAgents(project.agents.agents, project.root)(request))
+        result = asyncio.run(_with_runtime(ctx, lambda runtime: runtime(request)))
     except StepError as exc:
         from progressive_cli.errors import ProgressiveError
 
@@ -257,3 +255,21 @@ def agents_call(
         sys.stdout.write(f"{result}\n")
     else:
         emit(result if isinstance(result, dict | list) else {"result": result}, fmt)
+
+
+async def _with_runtime(ctx: typer.Context, use: Any) -> Any:
+    """Run ``use(runtime)`` with the MCA runtime on the project's store; metrics and heartbeats are
+    flushed and the store closed whatever happens."""
+    from progressive_cli.mca.runtime import AgentRuntime
+    from progressive_cli.store import project_store
+
+    project = state(ctx).project()
+    store = project_store(project)
+    runtime = AgentRuntime(project.agents.agents, project.root, store=store)
+    try:
+        return await use(runtime)
+    finally:
+        try:
+            await runtime.aclose()
+        finally:
+            await store.close()

@@ -91,13 +91,13 @@ class Reporter:
 
 
 def _engine(ctx: typer.Context, *, quiet: bool = False) -> Any:
-    from progressive_cli.agents.local import LocalAgents
+    from progressive_cli.mca.runtime import AgentRuntime
     from progressive_cli.engine.executor import Engine
     from progressive_cli.store import project_store
 
     project = state(ctx).project()
     store = project_store(project)
-    agents = LocalAgents(project.agents.agents, project.root)
+    agents = AgentRuntime(project.agents.agents, project.root, store=store)
     engine = Engine(project.workflows, store, agent_call=agents, on_event=Reporter(quiet),
                     capability_providers=agents.capability_providers())
     return project, store, engine

@@ -1,7 +1,7 @@
 """agents.yaml: the agents the MCA routes to."""
 
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
@@ -19,6 +19,8 @@ BUILTIN_AGENTS: dict[str, tuple[str, ...]] = {
 
 LoadBalancing = Literal["round_robin", "least_in_flight", "weighted"]
 Capability = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]
+Channel = Literal["system-alerts", "coordination", "health-checks"]
+"""The broadcast channels of agent messaging (the seed's Inter-Agent Communication Framework)."""
 
 
 class Heartbeat(Model):
@@ -34,6 +36,15 @@ class Heartbeat(Model):
         if not self.interval <= self.degraded_after <= self.offline_after:
             raise ValueError("heartbeat needs interval <= degraded_after <= offline_after")
         return self
+
+
+class InstanceBreaker(Model):
+    """A circuit breaker per instance: after `fail_max` failed calls in a row (network errors, timeouts,
+    crashes, HTTP 5xx) the MCA stops routing to the instance for `reset_timeout`, then lets one trial call
+    through (half-open)."""
+
+    fail_max: int = Field(5, ge=1, le=1000)
+    reset_timeout: Duration = 30.0
 
 
 class Endpoint(Model):
@@ -53,7 +64,10 @@ class _AgentBase(Model):
     """Most calls in flight at once, per instance."""
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
     load_balancing: LoadBalancing = "round_robin"
+    breaker: InstanceBreaker = Field(default_factory=InstanceBreaker)
     enabled: bool = True
+    channels: list[Channel] = Field(default_factory=lambda: list(get_args(Channel)))
+    """Broadcast channels the agent receives (progressive_cli/mca/messaging.py); [] for none."""
 
 
 class BuiltinAgent(_AgentBase):

@@ -14,6 +14,7 @@ the step's ``running`` record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -199,6 +200,7 @@ class Engine:
                     await self._steps(run, workflow.steps, run.scope)
             finally:
                 keeper.cancel()
+                await self._flush_agents()
             outputs = self._render(workflow.outputs, run.scope.ctx, "outputs", run)
         except asyncio.CancelledError:
             if not run.lease_lost:
@@ -258,6 +260,14 @@ class Engine:
         """Between steps: honour a cancel request."""
         if await self.store.cancel_requested(run.execution.id):
             raise Cancelled
+
+    async def _flush_agents(self) -> None:
+        """Persist the agent runtime's metrics and heartbeats when a run stops (it flushes about once a
+        second on its own); a store hiccup here must not change the run's outcome."""
+        flush = getattr(self.agent_call, "flush", None)
+        if flush is not None:
+            with contextlib.suppress(Exception):
+                await flush()
 
     async def _keep_lease(self, run: _Run, main: asyncio.Task[Any] | None) -> None:
         """Renew the run's lease while it runs, however long one step takes; if another process has

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -109,6 +110,39 @@ class WorkItem:
     lease_until: float | None = None
 
 
+MESSAGE_STATUSES = ("queued", "delivering", "delivered", "failed")
+
+
+@dataclass
+class Message:
+    """One agent message: a direct message, or one recipient's copy of a channel broadcast.
+
+    ``status`` moves ``queued`` -> ``delivering`` (claimed by one process) -> ``delivered``, back to
+    ``queued`` after a retryable failure, or to ``failed``. While ``delivering``, ``delivered_at``
+    holds when the claim lapses (a process that died mid-delivery gives the message back then).
+    """
+
+    id: str
+    sender: str
+    recipient: str
+    body: Any
+    channel: str | None = None
+    status: str = "queued"
+    attempts: int = 0
+    created_at: float = field(default_factory=now)
+    delivered_at: float | None = None
+    error: str | None = None
+    reply: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The message as the CLI and events show it (``from``/``to``, not sender/recipient)."""
+        return {"id": self.id, "from": self.sender, "to": self.recipient, "channel": self.channel,
+                "body": self.body, "status": self.status, "attempts": self.attempts,
+                "created_at": self.created_at,
+                "delivered_at": self.delivered_at if self.status == "delivered" else None,
+                "error": self.error, "reply": self.reply}
+
+
 class StateStore(Protocol):
     url: str
 
@@ -154,3 +188,58 @@ class StateStore(Protocol):
     async def claim_work(self, worker: str, lease_seconds: float) -> WorkItem | None: ...
     async def finish_work(self, item_id: str) -> None: ...
     async def queue_depth(self) -> int: ...
+
+    # agents (the MCA): metrics merged from every process, heartbeats, instance breakers, incidents
+    async def merge_agent_metrics(self, deltas: list[dict[str, Any]],
+                                  in_flight: list[tuple[str, str, str, int]]) -> None: ...
+    async def agent_metrics(self, *, fresh_within: float = 300.0) -> list[dict[str, Any]]: ...
+    async def record_heartbeat(self, agent: str, instance: str, ok: bool, detail: str | None = None) -> None: ...
+    async def heartbeats(self) -> list[dict[str, Any]]: ...
+    async def save_breaker(self, name: str, state: str, failures: int, successes: int, opened_at: float | None,
+                           last_error: str | None, events: list[Event] | None = None) -> None: ...
+    async def breakers(self, prefix: str = "") -> list[dict[str, Any]]: ...
+    async def load_incidents(self) -> dict[str, dict[str, Any]]: ...
+    async def save_incidents(self, records: list[dict[str, Any]], events: list[Event] | None = None) -> None: ...
+
+    # --- messages (agent messaging, progressive_cli/mca/messaging.py) ---------------------------------
+    async def insert_messages(self, messages: list[Message], events: list[Event] | None = None) -> None:
+        """Several messages (a broadcast's copies) in one transaction, with their events."""
+        ...
+
+    async def get_message(self, message_id: str) -> Message | None: ...
+    async def list_messages(
+        self, *, agent: str | None = None, recipient: str | None = None, sender: str | None = None,
+        channel: str | None = None, statuses: list[str] | None = None, limit: int = 50,
+    ) -> list[Message]:
+        """History, newest first. ``agent`` matches either end (an agent's history); the rest narrow it."""
+        ...
+
+    async def pending_messages(self, recipient: str | None = None, *, limit: int = 100) -> list[Message]:
+        """Messages awaiting delivery, oldest first: queued, or delivering under a claim that has lapsed."""
+        ...
+
+    async def claim_message(self, message_id: str, claim_until: float) -> Message | None:
+        """Take a pending message for delivery until ``claim_until``; None if it is not pending any more
+        (another process claimed or finished it)."""
+        ...
+
+    async def mark_message_delivered(self, message_id: str, reply: Any, events: list[Event] | None = None) -> None:
+        """A claimed message reached its recipient: one more attempt, its reply, no error."""
+        ...
+
+    async def mark_message_failed(self, message_id: str, error: str, *, requeue: bool,
+                                  events: list[Event] | None = None) -> None:
+        """A delivery attempt of a claimed message failed: one more attempt and the error; back to
+        ``queued`` when ``requeue``, else ``failed`` for good."""
+        ...
+
+    async def release_message(self, message_id: str) -> None:
+        """Give a claimed message back to the queue without counting an attempt (delivery was interrupted)."""
+        ...
+
+    async def prune_messages(self, before: float,
+                             expired: Callable[[Message], list[Event]] | None = None) -> int:
+        """Delete messages created before ``before``, whatever their status, except those being delivered
+        under a live claim; ``expired(message)`` gives the events written, in the same transaction, for each
+        deleted message that was still waiting for delivery. Returns how many were deleted."""
+        ...

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from progressive_cli.errors import UnavailableError
-from progressive_cli.store.base import Event, Execution, StepRecord, WorkItem, new_id, now
+from progressive_cli.store.base import Event, Execution, Message, StepRecord, WorkItem, new_id, now
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
@@ -187,6 +187,14 @@ def _rollback(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
 
 
+def _insert_events(db: sqlite3.Connection, events: list[Event] | None) -> None:
+    if events:
+        db.executemany(
+            "INSERT INTO events (id, type, source, subject, execution_id, time, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e.id, e.type, e.source, e.subject, e.execution_id, e.time, _dumps(e.data)) for e in events],
+        )
+
+
 def path_from_url(url: str, root: Path) -> Path:
     """``sqlite:///rel/path.db`` is relative to the project; ``sqlite:////abs/path.db`` is absolute."""
     if not url.startswith("sqlite:///"):
@@ -299,12 +307,7 @@ class SQLiteStore:
         with self._transaction() as db:
             for sql, params in statements:
                 db.execute(sql, params)
-            if events:
-                db.executemany(
-                    "INSERT INTO events (id, type, source, subject, execution_id, time, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(e.id, e.type, e.source, e.subject, e.execution_id, e.time, _dumps(e.data)) for e in events],
-                )
+            _insert_events(db, events)
 
     # --- executions ----------------------------------------------------------------------------------
     def _row_to_execution(self, row: sqlite3.Row | tuple[Any, ...]) -> Execution:
@@ -467,3 +470,184 @@ class SQLiteStore:
 
     async def queue_depth(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0])
+
+    # --- agents: metrics, calls in flight, heartbeats, instance breakers -----------------------------------
+    async def merge_agent_metrics(self, deltas: list[dict[str, Any]],
+                                  in_flight: list[tuple[str, str, str, int]]) -> None:
+        """Add each process's metric deltas to the totals; set its in-flight counts ((agent, instance,
+        owner, count); a zero count removes the row)."""
+        t = now()
+        with self._transaction() as db:
+            for d in deltas:
+                row = db.execute("SELECT buckets FROM agent_metrics WHERE agent = ? AND instance = ?",
+                                 (d["agent"], d["instance"])).fetchone()
+                buckets: dict[str, int] = json.loads(row[0]) if row else {}
+                for index, count in d["buckets"].items():
+                    buckets[str(index)] = buckets.get(str(index), 0) + count
+                db.execute(
+                    "INSERT INTO agent_metrics (agent, instance, total, success, failure, latency_sum_ms, buckets, "
+                    "last_error, last_call_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (agent, instance) DO UPDATE SET total = total + excluded.total, "
+                    "success = success + excluded.success, failure = failure + excluded.failure, "
+                    "latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, buckets = excluded.buckets, "
+                    "last_error = coalesce(excluded.last_error, last_error), "
+                    "last_call_at = max(coalesce(last_call_at, 0), coalesce(excluded.last_call_at, 0)), "
+                    "updated_at = excluded.updated_at",
+                    (d["agent"], d["instance"], d["total"], d["success"], d["failure"], d["latency_sum_ms"],
+                     _dumps(buckets), d.get("last_error"), d.get("last_call_at"), t))
+            for agent, instance, owner, count in in_flight:
+                if count:
+                    db.execute("INSERT OR REPLACE INTO agent_inflight VALUES (?, ?, ?, ?, ?)",
+                               (agent, instance, owner, count, t))
+                else:
+                    db.execute("DELETE FROM agent_inflight WHERE agent = ? AND instance = ? AND owner = ?",
+                               (agent, instance, owner))
+
+    async def agent_metrics(self, *, fresh_within: float = 300.0) -> list[dict[str, Any]]:
+        """Totals per (agent, instance), with the calls in flight reported in the last ``fresh_within`` s
+        (a process that died mid-call stops counting once its report is that old)."""
+        cutoff = now() - fresh_within
+        rows = self.db.execute(
+            "SELECT m.agent, m.instance, m.total, m.success, m.failure, m.latency_sum_ms, m.buckets, m.last_error, "
+            "m.last_call_at, (SELECT coalesce(sum(f.count), 0) FROM agent_inflight f WHERE f.agent = m.agent "
+            "AND f.instance = m.instance AND f.updated_at >= ?) FROM agent_metrics m ORDER BY m.agent, m.instance",
+            (cutoff,)).fetchall()
+        names = ("agent", "instance", "total", "success", "failure", "latency_sum_ms", "buckets", "last_error",
+                 "last_call_at", "in_flight")
+        out = [dict(zip(names, r, strict=True)) for r in rows]
+        for row in out:
+            row["buckets"] = json.loads(row["buckets"])
+        return out
+
+    async def record_heartbeat(self, agent: str, instance: str, ok: bool, detail: str | None = None) -> None:
+        """A probe of one instance: success moves its heartbeat on; failure keeps the last good one and
+        counts consecutive failures."""
+        t = now()
+        if ok:
+            self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
+                          "VALUES (?, ?, ?, 'ok', ?, ?, 0) ON CONFLICT (agent, instance) DO UPDATE SET "
+                          "at = excluded.at, status = 'ok', detail = excluded.detail, checked_at = excluded.at, "
+                          "failures = 0", (agent, instance, t, detail, t))], None)
+        else:
+            self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
+                          "VALUES (?, ?, 0, 'failed', ?, ?, 1) ON CONFLICT (agent, instance) DO UPDATE SET "
+                          "status = 'failed', detail = excluded.detail, checked_at = excluded.checked_at, "
+                          "failures = failures + 1", (agent, instance, detail, t))], None)
+
+    async def heartbeats(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT agent, instance, at, status, detail, checked_at, failures FROM heartbeats "
+                               "ORDER BY agent, instance").fetchall()
+        names = ("agent", "instance", "at", "status", "detail", "checked_at", "failures")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    async def save_breaker(self, name: str, state: str, failures: int, successes: int, opened_at: float | None,
+                           last_error: str | None, events: list[Event] | None = None) -> None:
+        self._write([("INSERT OR REPLACE INTO breakers (name, state, failures, successes, opened_at, last_error, "
+                      "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (name, state, failures, successes, opened_at, last_error, now()))], events)
+
+    async def breakers(self, prefix: str = "") -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT name, state, failures, successes, opened_at, last_error, updated_at "
+                               "FROM breakers WHERE substr(name, 1, ?) = ? ORDER BY name",
+                               (len(prefix), prefix)).fetchall()
+        names = ("name", "state", "failures", "successes", "opened_at", "last_error", "updated_at")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    # --- incidents (opened by EMA) -------------------------------------------------------------------------
+    async def load_incidents(self) -> dict[str, dict[str, Any]]:
+        return {r[0]: json.loads(r[1]) for r in self.db.execute("SELECT id, record FROM incidents ORDER BY id")}
+
+    async def save_incidents(self, records: list[dict[str, Any]], events: list[Event] | None = None) -> None:
+        t = now()
+        self._write([("INSERT OR REPLACE INTO incidents (id, status, record, updated_at) VALUES (?, ?, ?, ?)",
+                      (r["id"], r.get("status", "open"), _dumps(r), t)) for r in records], events)
+
+    # --- messages (agent messaging, progressive_cli/mca/messaging.py) ----------------------------------------
+    _MESSAGE_COLUMNS = ("id, sender, recipient, channel, body, status, attempts, created_at, delivered_at, error, "
+                        "reply")
+    # queued, or claimed by a process whose claim has lapsed (it died mid-delivery): ready to (re)deliver
+    _PENDING = "(status = 'queued' OR (status = 'delivering' AND delivered_at < ?))"
+
+    @staticmethod
+    def _row_to_message(row: tuple[Any, ...]) -> Message:
+        return Message(id=row[0], sender=row[1], recipient=row[2], channel=row[3], body=json.loads(row[4]),
+                       status=row[5], attempts=row[6], created_at=row[7], delivered_at=row[8], error=row[9],
+                       reply=_loads(row[10]))
+
+    def _select_messages(self, where: list[str], params: list[Any], order: str, limit: int) -> list[Message]:
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.execute(f"SELECT {self._MESSAGE_COLUMNS} FROM messages {clause} ORDER BY {order} LIMIT ?",
+                               (*params, limit)).fetchall()
+        return [self._row_to_message(r) for r in rows]
+
+    async def insert_messages(self, messages: list[Message], events: list[Event] | None = None) -> None:
+        self._write([(f"INSERT INTO messages ({self._MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (m.id, m.sender, m.recipient, m.channel, _dumps(m.body), m.status, m.attempts, m.created_at,
+                       m.delivered_at, m.error, None if m.reply is None else _dumps(m.reply)))
+                     for m in messages], events)
+
+    async def get_message(self, message_id: str) -> Message | None:
+        found = self._select_messages(["id = ?"], [message_id], "id", 1)
+        return found[0] if found else None
+
+    async def list_messages(
+        self, *, agent: str | None = None, recipient: str | None = None, sender: str | None = None,
+        channel: str | None = None, statuses: list[str] | None = None, limit: int = 50,
+    ) -> list[Message]:
+        where: list[str] = []
+        params: list[Any] = []
+        if agent is not None:
+            where.append("(recipient = ? OR sender = ?)")
+            params += [agent, agent]
+        for column, value in (("recipient", recipient), ("sender", sender), ("channel", channel)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params += statuses
+        return self._select_messages(where, params, "created_at DESC, id DESC", limit)
+
+    async def pending_messages(self, recipient: str | None = None, *, limit: int = 100) -> list[Message]:
+        where: list[str] = [self._PENDING]
+        params: list[Any] = [now()]
+        if recipient is not None:
+            where.append("recipient = ?")
+            params.append(recipient)
+        return self._select_messages(where, params, "created_at, id", limit)
+
+    async def claim_message(self, message_id: str, claim_until: float) -> Message | None:
+        with self._transaction() as db:
+            cursor = db.execute(f"UPDATE messages SET status = 'delivering', delivered_at = ? "
+                                f"WHERE id = ? AND {self._PENDING}", (claim_until, message_id, now()))
+            if cursor.rowcount != 1:
+                return None
+            row = db.execute(f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return self._row_to_message(row)
+
+    async def mark_message_delivered(self, message_id: str, reply: Any, events: list[Event] | None = None) -> None:
+        self._write([("UPDATE messages SET status = 'delivered', delivered_at = ?, attempts = attempts + 1, "
+                      "error = NULL, reply = ? WHERE id = ? AND status = 'delivering'",
+                      (now(), None if reply is None else _dumps(reply), message_id))], events)
+
+    async def mark_message_failed(self, message_id: str, error: str, *, requeue: bool,
+                                  events: list[Event] | None = None) -> None:
+        self._write([("UPDATE messages SET status = ?, delivered_at = NULL, attempts = attempts + 1, error = ? "
+                      "WHERE id = ? AND status = 'delivering'",
+                      ("queued" if requeue else "failed", error, message_id))], events)
+
+    async def release_message(self, message_id: str) -> None:
+        self._write([("UPDATE messages SET status = 'queued', delivered_at = NULL "
+                      "WHERE id = ? AND status = 'delivering'", (message_id,))], None)
+
+    async def prune_messages(self, before: float,
+                             expired: Callable[[Message], list[Event]] | None = None) -> int:
+        t = now()
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE created_at < ? AND {self._PENDING} "
+                              "ORDER BY created_at, id", (before, t)).fetchall()
+            events = [e for r in rows for e in expired(self._row_to_message(r))] if expired else []
+            cursor = db.execute("DELETE FROM messages WHERE created_at < ? AND "
+                                "(status != 'delivering' OR delivered_at < ?)", (before, t))
+            _insert_events(db, events)
+        return cursor.rowcount

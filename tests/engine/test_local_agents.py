@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from progressive_cli.agents.local import LocalAgents
+from progressive_cli.mca.runtime import AgentRuntime
 from progressive_cli.config.agents import AgentsFile
 from progressive_cli.engine.executor import AgentRequest
 from progressive_cli.errors import StepError
@@ -70,8 +70,8 @@ def mod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     sys.modules.pop("local_agents_mod", None)
 
 
-def agents(*specs: dict[str, Any]) -> LocalAgents:
-    return LocalAgents(AgentsFile.model_validate({"agents": list(specs)}).agents)
+def agents(*specs: dict[str, Any]) -> AgentRuntime:
+    return AgentRuntime(AgentsFile.model_validate({"agents": list(specs)}).agents)
 
 
 def request(agent: str | None = "a", method: str = "m", *, capability: str | None = None,
@@ -80,7 +80,7 @@ def request(agent: str | None = "a", method: str = "m", *, capability: str | Non
                         idempotency_key="exec:key:1", timeout=timeout, context={"execution_id": "exec", "step": "key"})
 
 
-def call(runtime: LocalAgents, req: AgentRequest) -> Any:
+def call(runtime: AgentRuntime, req: AgentRequest) -> Any:
     return asyncio.run(runtime(req))
 
 
@@ -144,12 +144,11 @@ def test_capability_routing(mod: Any) -> None:
         call(runtime, request("off"))
 
 
-def test_unloadable_and_remote_agents(mod: Any) -> None:
+def test_unloadable_agents(mod: Any) -> None:
     runtime = agents(py("gone", "no_such_module_xyz:fn"), py("typo", "local_agents_mod:nope"),
-                     {"id": "remote", "kind": "command", "command": ["true"]},
                      {"id": "zzz", "kind": "builtin"})
     for agent, message in (("gone", "cannot load no_such_module_xyz:fn"), ("typo", "cannot load local_agents_mod:nope"),
-                           ("remote", "is a command agent"), ("zzz", "no built-in agent 'zzz'")):
+                           ("zzz", "no built-in agent 'zzz'")):
         with pytest.raises(StepError) as info:
             call(runtime, request(agent))
         assert info.value.kind == "AGENT_ERROR" and message in info.value.message

@@ -54,3 +54,8 @@ def items(params: Mapping[str, Any], name: str, *, default: list[Any] | None = N
     if not isinstance(value, list):
         raise AgentInputError(f"'{name}' must be a list, got {type(value).__name__}")
     return value
+
+
+def acknowledge(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``message`` method of agents that have nothing to do with messages: the receipt."""
+    return {"received": params.get("id"), "channel": params.get("channel")}
