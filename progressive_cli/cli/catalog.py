@@ -4,7 +4,7 @@
 import enum
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -57,6 +57,39 @@ def agents_list(ctx: typer.Context, output: OutputOpt = None) -> None:
     emit(rows, state(ctx).fmt(output), columns=[
         ("id", "ID"), ("kind", "KIND"), ("name", "NAME"), ("capabilities", "CAPABILITIES"),
         ("instances", "INSTANCES"), ("balancing", "BALANCING"), ("enabled", "ENABLED"),
+    ])
+
+
+@agents_app.command("status")
+def agents_status(
+    ctx: typer.Context,
+    agent_ids: Annotated[list[str] | None, typer.Argument(metavar="[AGENT]...")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Probe the instances now and record heartbeats.")] = False,
+    output: OutputOpt = None,
+) -> None:
+    """Each agent instance: status by heartbeat age (online, degraded, offline), last probe, calls in
+    flight, success rate, average and p95 latency from every process, and its breaker."""
+    import asyncio
+    import time
+
+    from progressive_cli.mca.runtime import instance_report
+
+    project = state(ctx).project()
+    known = {a.id: a for a in project.agents.agents}
+    chosen = [_lookup(known, a, "agent") for a in agent_ids] if agent_ids else list(known.values())
+
+    async def collect(runtime: Any) -> list[dict[str, Any]]:
+        if check:
+            await runtime.check([a.id for a in chosen if a.enabled])
+        store = runtime.store
+        return instance_report(chosen, await store.heartbeats(), await store.agent_metrics(),
+                               await store.breakers("agent:"), time.time())
+
+    rows = asyncio.run(_with_runtime(ctx, collect))
+    emit(rows, state(ctx).fmt(output), columns=[
+        ("agent", "AGENT"), ("instance", "INSTANCE"), ("kind", "KIND"), ("status", "STATUS"),
+        ("heartbeat_age_s", "HEARTBEAT_S"), ("probe", "PROBE"), ("in_flight", "IN_FLIGHT"), ("calls", "CALLS"),
+        ("success_rate", "OK_RATE"), ("avg_ms", "AVG_MS"), ("p95_ms", "P95_MS"), ("breaker", "BREAKER"),
     ])
 
 

@@ -392,3 +392,34 @@ class _WithIncidents:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def instance_report(agents: list[Any], heartbeats: list[dict[str, Any]], metrics: list[dict[str, Any]],
+                    breakers: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """One row per configured instance: the agent's status by heartbeat age, the instance's last probe,
+    its call metrics (from every process) and its breaker. What `agents status` and the dashboard show."""
+    from progressive_cli.mca.metrics import summarise
+    from progressive_cli.mca.router import instances_of
+
+    beats = {(h["agent"], h["instance"]): h for h in heartbeats}
+    figures = {(m["agent"], m["instance"]): m for m in metrics}
+    states = {b["name"]: b for b in breakers}
+    rows = []
+    for agent in agents:
+        instances = instances_of(agent)
+        status, age = status_of(agent, [beats[k] for k in ((agent.id, i.name) for i in instances) if k in beats], now)
+        if not agent.enabled:
+            status = "disabled"
+        for instance in instances:
+            beat = beats.get((agent.id, instance.name), {})
+            breaker = states.get(f"agent:{agent.id}@{instance.name}", {})
+            rows.append({
+                "agent": agent.id, "instance": REDACTOR.redact(instance.name), "kind": agent.kind,
+                "status": status, "heartbeat_age_s": None if age is None else round(age, 1),
+                "probe": beat.get("status"), "probe_detail": beat.get("detail"),
+                "probe_failures": beat.get("failures", 0),
+                "breaker": breaker.get("state", "closed"),
+                "capabilities": list(agent.capabilities),
+                **summarise(figures.get((agent.id, instance.name), {})),
+            })
+    return rows

@@ -1,4 +1,4 @@
-"""`python` agents called in-process (progressive_cli/agents/local.py)."""
+"""In-process agents (`builtin`, `python`) called through the MCA runtime (progressive_cli/mca/runtime.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from progressive_cli.mca.runtime import AgentRuntime
 from progressive_cli.config.agents import AgentsFile
 from progressive_cli.engine.executor import AgentRequest
 from progressive_cli.errors import StepError
+from progressive_cli.mca.runtime import AgentRuntime
 
 MODULE = """
 import asyncio
