@@ -9,8 +9,7 @@ fails with :class:`NoInstanceAvailable`, which names the agent and why.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +67,15 @@ class Router:
 
     def pick(self, agent_id: str) -> Instance:
         pool = self.pools[agent_id]
+        if pool.agent.load_balancing == "round_robin":
+            # the hot path: ask about instances in turn from the cursor, stop at the first healthy one
+            count = len(pool.instances)
+            for step in range(count):
+                candidate = pool.instances[(pool.cursor + step) % count]
+                if self.health is None or self.health(agent_id, candidate.name) is None:
+                    pool.cursor = (pool.cursor + step + 1) % count
+                    pool.counts[candidate.name] = pool.counts.get(candidate.name, 0) + 1
+                    return candidate
         healthy, reasons = [], []
         for instance in pool.instances:
             problem = self.health(agent_id, instance.name) if self.health else None
@@ -83,23 +91,11 @@ class Router:
             tied = [i for i in healthy if i.in_flight == low]
             chosen = tied[pool.cursor % len(tied)]
             pool.cursor += 1
-        elif strategy == "weighted":
+        else:  # weighted (round_robin has returned above, or found nothing healthy and raised)
             total = sum(i.weight for i in healthy)
             for instance in healthy:
                 instance.current += instance.weight
             chosen = max(healthy, key=lambda i: i.current)
             chosen.current -= total
-        else:  # round_robin
-            chosen = healthy[pool.cursor % len(healthy)]
-            pool.cursor += 1
         pool.counts[chosen.name] = pool.counts.get(chosen.name, 0) + 1
         return chosen
-
-    @contextlib.contextmanager
-    def using(self, instance: Instance) -> Iterator[Instance]:
-        """Count the call as in flight on ``instance`` while it runs."""
-        instance.in_flight += 1
-        try:
-            yield instance
-        finally:
-            instance.in_flight -= 1

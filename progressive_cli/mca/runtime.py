@@ -142,9 +142,7 @@ class AgentRuntime:
         timeout = request.timeout or agent.timeout
         if self.store is not None and time.monotonic() - self._probes_at > PROBES_REFRESH:
             await self._load_probes()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        instance = await self._pick(agent, deadline)
+        instance = await self._pick(agent, timeout)
         key = (agent.id, instance.name)
         breaker = self._breakers[key]
         breaker.started()
@@ -153,7 +151,7 @@ class AgentRuntime:
         started = time.perf_counter()
         context = {**request.context, "idempotency_key": request.idempotency_key}
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(timeout):
                 raw = await fn(request.method, request.params, context, instance=instance.name)
             answer = _envelope(agent.id, raw)
         except TimeoutError:
@@ -189,17 +187,20 @@ class AgentRuntime:
         else:
             breaker.success()  # the instance answered; the request was at fault
 
-    async def _pick(self, agent: Any, deadline: float) -> Instance:
-        loop = asyncio.get_running_loop()
+    async def _pick(self, agent: Any, timeout: float) -> Instance:
+        """An instance for the call; when every usable one is at its concurrency limit, wait for a free
+        slot (the wait counts against the call's timeout, which then starts over: a simplification)."""
+        deadline = None
         while True:
             try:
                 return self.router.pick(agent.id)
             except NoInstanceAvailable:
                 pool = self.router.pools[agent.id].instances
-                busy = [i for i in pool if i.in_flight >= agent.concurrency]
-                if not busy:
+                if not any(i.in_flight >= agent.concurrency for i in pool):
                     raise
-                if loop.time() >= deadline:
+                now = time.monotonic()
+                deadline = deadline or now + timeout
+                if now >= deadline:
                     raise StepError("TIMEOUT", f"agent '{agent.id}': every usable instance stayed at its "
                                     f"concurrency limit ({agent.concurrency} calls in flight)") from None
                 await asyncio.sleep(0.005)
@@ -208,14 +209,16 @@ class AgentRuntime:
         """Why an instance cannot take a call now, or None (the router's health check)."""
         key = (agent_id, name)
         agent = self._agents[agent_id]
-        now = time.time()
-        blocked = self._breakers[key].blocked(now)
-        if blocked:
-            return blocked
+        breaker = self._breakers[key]
+        if breaker.state != "closed":
+            blocked = breaker.blocked(time.time())
+            if blocked:
+                return blocked
         probe = self._probes.get(key)
-        if probe and probe["status"] == "failed" and agent.kind not in IN_PROCESS \
-                and now - (probe["checked_at"] or 0) <= agent.heartbeat.offline_after:
-            return f"its heartbeat failed {now - probe['checked_at']:.0f}s ago ({probe['detail']})"
+        if probe and probe["status"] == "failed" and agent.kind not in IN_PROCESS:
+            age = time.time() - (probe["checked_at"] or 0)
+            if age <= agent.heartbeat.offline_after:
+                return f"its heartbeat failed {age:.0f}s ago ({probe['detail']})"
         if self._instances[key].in_flight >= agent.concurrency:
             return f"at its concurrency limit ({agent.concurrency} calls in flight)"
         return None
