@@ -311,6 +311,8 @@ def _find_ref(positions: PositionMap, base: Path_, data: Any, name: str) -> Loca
 
 
 # --- cross references -------------------------------------------------------------------------------------
+COMBINE_ROOTS = frozenset({"branches", "succeeded", "failed"})
+"""What a parallel step's `combine` expression sees besides the usual roots."""
 TEMPLATE_FIELDS = ("params", "value", "data", "path", "query", "headers", "json", "inputs")
 
 
@@ -462,6 +464,8 @@ class _CrossChecker:
         step, path, scope = info.step, info.path, info.scope
         if step.if_ is not None:
             self._condition(pos, (*path, "if"), step.if_, scope, names)
+        if getattr(step, "combine", None) is not None:
+            self._condition(pos, (*path, "combine"), step.combine, scope | COMBINE_ROOTS, names)
         for attr in TEMPLATE_FIELDS:
             key = "json" if attr == "json" else attr
             value = getattr(step, attr if attr != "json" else "json_", None)

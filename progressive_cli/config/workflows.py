@@ -129,6 +129,19 @@ class ParallelStep(_StepBase):
     branches: dict[Identifier, list["Step"]] = Field(min_length=1)
     join: Literal["fail_fast", "collect_all"] = "fail_fast"
     """fail_fast cancels the others when one branch fails; collect_all waits and reports each."""
+    min_success: int | None = Field(None, ge=1)
+    """collect_all: the step fails when fewer branches than this succeed (default 1: only if all fail)."""
+    combine: Expr | None = None
+    """An expression whose value is the step's output, over `branches` (branch -> output, null if it
+    failed), `succeeded` (branch names) and `failed` (branch -> error). Default: the `branches` mapping."""
+
+    @model_validator(mode="after")
+    def _enough_branches(self) -> Self:
+        if self.min_success is not None and self.min_success > len(self.branches):
+            raise ValueError(f"min_success is {self.min_success} but there are {len(self.branches)} branch(es)")
+        if self.min_success is not None and self.join != "collect_all":
+            raise ValueError("min_success needs join: collect_all")
+        return self
 
 
 class ForeachStep(_StepBase):

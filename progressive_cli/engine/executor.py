@@ -502,9 +502,10 @@ class Engine:
             return await self._steps(run, step.branches[name], scopes[name])
 
         if step.join == "fail_fast":
-            return dict(zip(names, await _all_or_first_error([branch(n) for n in names]), strict=True))
+            results = dict(zip(names, await _all_or_first_error([branch(n) for n in names]), strict=True))
+            return self._combine(run, step, scope, results, list(names), {})
         outcomes = await asyncio.gather(*(branch(n) for n in names), return_exceptions=True)
-        results: dict[str, Any] = {}
+        results = {}
         errors: dict[str, Any] = {}
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, StepError):
@@ -514,9 +515,21 @@ class Engine:
                 raise outcome
             else:
                 results[name] = outcome
-        if errors and len(errors) == len(names):
-            raise StepError("STEP_ERROR", f"every branch of '{step.id}' failed", {"branches": errors})
-        return results
+        succeeded = [n for n in names if n not in errors]
+        needed = step.min_success or 1
+        if len(succeeded) < needed:
+            what = f"every branch of '{step.id}' failed" if not succeeded else \
+                f"'{step.id}' needs {needed} successful branches, {len(succeeded)} succeeded"
+            raise StepError("STEP_ERROR", what, {"branches": errors, "succeeded": succeeded})
+        return self._combine(run, step, scope, results, succeeded, errors)
+
+    def _combine(self, run: _Run, step: Any, scope: _Scope, results: dict[str, Any], succeeded: list[str],
+                 failed: dict[str, Any]) -> Any:
+        """A parallel step's output: its `combine` expression over the branches' outcomes, or the outputs."""
+        if step.combine is None:
+            return results
+        ctx = {**scope.ctx, "branches": results, "succeeded": succeeded, "failed": failed}
+        return self._condition(step.combine, ctx, f"step '{step.id}', field 'combine'", run)
 
     async def _do_foreach(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, decision: Any) -> Any:
         if isinstance(decision, dict) and "items" in decision:

@@ -244,6 +244,32 @@ def test_parallel_collect_all_fails_when_every_branch_fails(h: Harness) -> None:
     assert result.error["branches"]["y"]["kind"] == "NETWORK_ERROR"
 
 
+def test_parallel_fan_out_combines_and_reports_who_succeeded(h: Harness) -> None:
+    h.agents.on("boom", fail("API_ERROR"))
+    h.add(wf("p", [
+        {"id": "par", "type": "parallel", "join": "collect_all", "branches": {
+            "npa": [call("n", "opinion", {"v": 2})],
+            "wpa": [call("w", "opinion", {"v": 5})],
+            "ema": [call("e", "boom")],
+        }, "combine": "{'total': branches.npa.params.v + branches.wpa.params.v, 'succeeded': succeeded, "
+                      "'failed': keys(failed), 'kind': failed.ema.kind}"},
+    ], outputs={"par": "${{ steps.par.output }}"}))
+    result = h.run("p")
+    assert result.status == "completed", result.error
+    assert result.outputs == {"par": {"total": 7, "succeeded": ["npa", "wpa"], "failed": ["ema"],
+                                      "kind": "API_ERROR"}}
+
+
+def test_parallel_min_success_fails_the_step_with_the_tally(h: Harness) -> None:
+    h.agents.on("boom", fail("API_ERROR"))
+    h.add(wf("p", [{"id": "par", "type": "parallel", "join": "collect_all", "min_success": 2,
+                    "branches": {"x": [call("ok", "fine")], "y": [call("boom")], "z": [call("bust", "boom")]}}]))
+    result = h.run("p")
+    assert result.status == "failed"
+    assert "'par' needs 2 successful branches, 1 succeeded" in result.error["message"]
+    assert result.error["succeeded"] == ["x"] and sorted(result.error["branches"]) == ["y", "z"]
+
+
 def test_parallel_branches_really_run_at_once(h: Harness) -> None:
     h.add(wf("p", [{"id": "par", "type": "parallel",
                     "branches": {"a": [call("a", "work")], "b": [call("b", "work")], "c": [call("c", "work")]}}]))

@@ -362,3 +362,29 @@ def test_literal_foreach_items_and_until_are_checked(make_project) -> None:
     assert any("steps[1].until: steps.missing: no step named 'missing'" in p for p in found)
     assert not any("steps[2]" in p for p in found)
     assert any(p.startswith("workflows/c.yaml:3:5: steps[0]: 'then' is for the 'condition' form") for p in found)
+
+
+def test_parallel_combine_and_min_success_are_checked(make_project) -> None:
+    root = make_project({
+        "workflows/p.yaml": """
+            name: p
+            steps:
+              - id: par
+                type: parallel
+                join: collect_all
+                min_success: 3
+                combine: "{'ok': succeeded, 'x': nonsense}"
+                branches:
+                  a: [{id: one, type: transform, value: 1}]
+                  b: [{id: two, type: transform, value: 2}]
+              - id: fast
+                type: parallel
+                min_success: 1
+                branches:
+                  a: [{id: three, type: transform, value: 3}]
+        """,
+    })
+    found = problems(root, environ={})
+    assert any(p.startswith("workflows/p.yaml:3:5: steps[0]: min_success is 3 but there are 2 branch(es)")
+               for p in found), found
+    assert any("steps[1]: min_success needs join: collect_all" in p for p in found), found
