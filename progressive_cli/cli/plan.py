@@ -66,8 +66,10 @@ def plan_workflow(
               "on_error": step.on_error or wf.on_error}
              for depth, step in iter_steps(wf.steps)]
     from progressive_cli.mca.complexity import analyze, request_for
+    from progressive_cli.mca.router import capability_providers
 
-    analysis = analyze(request_for((s for _, s in iter_steps(wf.steps)), real_time=wf.realtime))
+    analysis = analyze(request_for((s for _, s in iter_steps(wf.steps)), real_time=wf.realtime,
+                                   providers=capability_providers(project.agents.agents)))
     plan = {"workflow": wf.name, "inputs": resolved, "timeout_s": wf.timeout, "concurrency": wf.concurrency,
             "analysis": analysis.as_dict(), "strategy": analysis.strategy, "steps": steps}
     fmt = state(ctx).fmt(output)

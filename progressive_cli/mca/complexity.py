@@ -13,7 +13,7 @@ could never pick hybrid; we carry the request's real-time flag into the analysis
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,16 +88,26 @@ def analyze(request: Request) -> Analysis:
                     "high" if request.real_time else "standard", strategy, tuple(reasons))
 
 
-def request_for(steps: Iterable[Any], *, real_time: bool = False) -> Request:
-    """The MCA request a workflow amounts to: its distinct agents, APIs and database operations."""
+def request_for(steps: Iterable[Any], *, real_time: bool = False,
+                providers: Mapping[str, list[str]] | None = None) -> Request:
+    """The MCA request a workflow amounts to: its distinct agents, APIs and database operations.
+
+    A step that names a capability counts as the agent the router would send it to when idle (the
+    first provider, from ``providers``: capability -> agent ids), so `agent: npa` and
+    `capability: meal-planning` served by npa are one agent; ``capability:<name>`` if none is known."""
     agents: dict[str, None] = {}
     apis: dict[str, None] = {}
     db_ops = 0
+
+    def by_capability(capability: str) -> str:
+        known = (providers or {}).get(capability)
+        return known[0] if known else f"capability:{capability}"
+
     for step in steps:
         if step.type == "agent_call":
-            agents[step.agent or f"capability:{step.capability}"] = None
+            agents[step.agent or by_capability(step.capability)] = None
         elif step.type == "consensus":
-            for agent in step.agents or [f"capability:{step.capability}"]:
+            for agent in step.agents or (providers or {}).get(step.capability) or [by_capability(step.capability)]:
                 agents[agent] = None
         elif step.type == "api_call":
             apis[step.integration] = None

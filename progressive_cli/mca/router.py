@@ -48,6 +48,16 @@ def instances_of(agent: Any) -> list[Instance]:
     return [Instance(agent.id, f"{agent.id}#{i}") for i in range(getattr(agent, "instances", 1))]
 
 
+def capability_providers(agents: list[Any]) -> dict[str, list[str]]:
+    """capability -> the enabled agents that offer it, in declaration order."""
+    providers: dict[str, list[str]] = {}
+    for agent in agents:
+        if agent.enabled:
+            for capability in agent.capabilities:
+                providers.setdefault(capability, []).append(agent.id)
+    return providers
+
+
 class Router:
     def __init__(self, agents: list[Any], health: HealthCheck | None = None) -> None:
         self.pools = {a.id: _Pool(a, instances_of(a)) for a in agents if a.enabled}

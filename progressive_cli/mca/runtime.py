@@ -29,7 +29,7 @@ from progressive_cli.config.secrets import REDACTOR
 from progressive_cli.engine.executor import AgentRequest
 from progressive_cli.errors import StepError, one_line
 from progressive_cli.mca.metrics import Metrics
-from progressive_cli.mca.router import Instance, NoInstanceAvailable, Router
+from progressive_cli.mca.router import Instance, NoInstanceAvailable, Router, capability_providers
 from progressive_cli.store.base import Event
 
 FLUSH_EVERY = 1.0
@@ -247,11 +247,7 @@ class AgentRuntime:
 
     def capability_providers(self) -> dict[str, list[str]]:
         """capability -> the enabled agents that offer it, in declaration order (for consensus steps)."""
-        providers: dict[str, list[str]] = {}
-        for pool in self.router.pools.values():
-            for capability in pool.agent.capabilities:
-                providers.setdefault(capability, []).append(pool.agent.id)
-        return providers
+        return capability_providers(list(self._agents.values()))
 
     # --- status and heartbeats -------------------------------------------------------------------------
     async def status(self, agent_id: str) -> str:

@@ -47,3 +47,17 @@ def test_long_estimate_alone_is_event_driven() -> None:
     assert (analysis.score, analysis.complexity, analysis.strategy) == (11, "complex", "event-driven")
     assert analysis.security_level == "standard"
     assert analyze(Request(real_time=True)).security_level == "high"
+
+
+def test_a_capability_counts_as_the_agent_that_serves_it() -> None:
+    from types import SimpleNamespace as S
+
+    from progressive_cli.mca.complexity import request_for
+
+    steps = [S(type="agent_call", agent="npa", capability=None),
+             S(type="agent_call", agent=None, capability="meal-planning"),
+             S(type="agent_call", agent=None, capability="nobody-has-it"),
+             S(type="consensus", agents=[], capability="opinions")]
+    providers = {"meal-planning": ["npa", "other"], "opinions": ["a", "b"]}
+    assert request_for(steps, providers=providers).agents == ("npa", "capability:nobody-has-it", "a", "b")
+    assert request_for(steps[:2]).agents == ("npa", "capability:meal-planning")  # no agents known
