@@ -444,3 +444,22 @@ def test_processes_creating_one_file_at_once(tmp_path):
     assert [o.strip() for o in outputs] == ["ok"] * len(argv)
     for r in range(3):
         assert pragma(tmp_path / f"race{r}.db", "user_version") == SCHEMA_VERSION
+
+
+def test_a_version_1_file_is_migrated_to_the_mca_tables(tmp_path, monkeypatch):
+    path = tmp_path / "state.db"
+    monkeypatch.setattr(sqlite_store, "SCHEMA_VERSION", 1)
+    store = SQLiteStore(path)
+    store.db.execute("INSERT INTO heartbeats (agent, instance, at, status) VALUES ('npa', 'npa#0', 5.0, 'ok')")
+    run(store.close())
+    assert pragma(path, "user_version") == 1
+    monkeypatch.undo()
+    store = SQLiteStore(path)
+    assert pragma(path, "user_version") == SCHEMA_VERSION == 2
+    beats = run(store.heartbeats())
+    assert beats == [{"agent": "npa", "instance": "npa#0", "at": 5.0, "status": "ok", "detail": None,
+                      "checked_at": None, "failures": 0}]
+    run(store.record_heartbeat("npa", "npa#0", False, "refused"))
+    assert run(store.heartbeats())[0]["failures"] == 1 and run(store.heartbeats())[0]["at"] == 5.0
+    assert {"agent_metrics", "agent_inflight", "messages", "incidents"} <= tables(path)
+    run(store.close())
