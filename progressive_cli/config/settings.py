@@ -85,6 +85,13 @@ class DaemonSettings(Model):
     """How long finished executions and events are kept (7 days)."""
 
 
+class MessageSettings(Model):
+    retention: Duration = 604800.0
+    """How long agent messages are kept, whatever their status (7 days); one still queued then expires."""
+    max_attempts: int = Field(10, ge=1, le=1000)
+    """Delivery attempts of a message before it is failed for good."""
+
+
 class LoggingSettings(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -99,4 +106,5 @@ class Settings(Model):
     health: HealthSettings = Field(default_factory=HealthSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    messages: MessageSettings = Field(default_factory=MessageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

@@ -606,7 +606,7 @@ class SQLiteStore:
         if statuses:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params += statuses
-        return self._select_messages(where, params, "created_at DESC, id DESC", limit)
+        return self._select_messages(where, params, "created_at DESC, rowid DESC", limit)
 
     async def pending_messages(self, recipient: str | None = None, *, limit: int = 100) -> list[Message]:
         where: list[str] = [self._PENDING]
@@ -614,7 +614,7 @@ class SQLiteStore:
         if recipient is not None:
             where.append("recipient = ?")
             params.append(recipient)
-        return self._select_messages(where, params, "created_at, id", limit)
+        return self._select_messages(where, params, "created_at, rowid", limit)
 
     async def claim_message(self, message_id: str, claim_until: float) -> Message | None:
         with self._transaction() as db:
@@ -645,7 +645,7 @@ class SQLiteStore:
         t = now()
         with self._transaction() as db:
             rows = db.execute(f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE created_at < ? AND {self._PENDING} "
-                              "ORDER BY created_at, id", (before, t)).fetchall()
+                              "ORDER BY created_at, rowid", (before, t)).fetchall()
             events = [e for r in rows for e in expired(self._row_to_message(r))] if expired else []
             cursor = db.execute("DELETE FROM messages WHERE created_at < ? AND "
                                 "(status != 'delivering' OR delivered_at < ?)", (before, t))
