@@ -1,6 +1,7 @@
 """`run workflow` and `executions`: start, watch, inspect, cancel, resume and retry runs."""
 
 import contextlib
+import enum
 import sys
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ from progressive_cli.cli.app import InputFileOpt, InputsOpt, OutputOpt, new_type
 from progressive_cli.cli.output import OutputFormat, emit, is_tty, say, to_json_line, use_color
 from progressive_cli.errors import ExitCode, NotFoundError, UnavailableError, UsageError
 
-run_app = new_typer("Run a workflow in this process, or queue it for the daemon.")
+run_app = new_typer("Run a workflow in this process, or queue it for a worker.")
 executions_app = new_typer("Inspect, cancel, resume and retry workflow runs.")
 
 STATUS_EXIT = {"completed": ExitCode.OK, "failed": ExitCode.FAILED, "timed_out": ExitCode.TIMED_OUT,
@@ -91,8 +92,8 @@ class Reporter:
 
 
 def _engine(ctx: typer.Context, *, quiet: bool = False) -> Any:
-    from progressive_cli.mca.runtime import AgentRuntime
     from progressive_cli.engine.executor import Engine
+    from progressive_cli.mca.runtime import AgentRuntime
     from progressive_cli.store import project_store
 
     project = state(ctx).project()
@@ -139,6 +140,33 @@ def _run(coro: Any, reporter: Reporter | None = None) -> Any:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
+class RunMode(enum.StrEnum):
+    sync = "sync"
+    detach = "detach"
+    hybrid = "hybrid"
+
+
+# the MCA's integration strategy -> how `run` runs the workflow when --mode does not say
+STRATEGY_MODE = {"direct": RunMode.sync, "orchestrated": RunMode.sync, "event-driven": RunMode.detach,
+                 "hybrid": RunMode.hybrid}
+
+
+def choose_mode(workflow: Any, mode: RunMode | None, detach: bool) -> tuple[RunMode, str]:
+    """The run mode, and why: --mode (or --detach), else the MCA strategy for the workflow."""
+    from progressive_cli.cli.catalog import iter_steps
+    from progressive_cli.mca.complexity import analyze, request_for
+
+    analysis = analyze(request_for((s for _, s in iter_steps(workflow.steps)), real_time=workflow.realtime))
+    strategy = f"strategy {analysis.strategy}, complexity {analysis.score} {analysis.complexity}"
+    if detach:
+        if mode not in (None, RunMode.detach):
+            raise UsageError(f"--detach and --mode {mode} disagree; give one of them")
+        return RunMode.detach, f"--detach; {strategy}"
+    if mode is not None:
+        return mode, f"--mode; {strategy}"
+    return STRATEGY_MODE[analysis.strategy], strategy
+
+
 @run_app.command("workflow")
 def run_workflow(
     ctx: typer.Context,
@@ -146,11 +174,15 @@ def run_workflow(
     inputs: InputsOpt = None,
     input_file: InputFileOpt = None,
     timeout: Annotated[str | None, typer.Option("--timeout", help="Override the workflow timeout, e.g. 30s.")] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Queue the run for the daemon and print its id.")] = False,
+    mode: Annotated[RunMode | None, typer.Option(
+        "--mode", case_sensitive=False, show_default=False,
+        help="sync: in this process; detach: queue it for a worker and print its id; hybrid: queue it, print "
+             "its id, then stream its progress. Default: from the MCA strategy (see `plan workflow`).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Same as --mode detach.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No step progress on stderr.")] = False,
     output: OutputOpt = None,
 ) -> None:
-    """Run a workflow; exit 0 if it completed, 1 failed, 6 timed out, 7 cancelled."""
+    """Run a workflow; exit 0 if it completed (or was queued), 1 failed, 6 timed out, 7 cancelled."""
     from progressive_cli.config.common import parse_duration
 
     fmt = state(ctx).fmt(output)
@@ -161,37 +193,122 @@ def run_workflow(
         raise UsageError(f"--timeout: {exc}") from None
     from progressive_cli.cli.catalog import _lookup
 
-    _lookup(state(ctx).project().workflows, name, "workflow")  # before the store is opened
-    _project, store, engine = _engine(ctx, quiet=quiet or (fmt is not OutputFormat.table and not is_tty(sys.stderr)))
+    workflow = _lookup(state(ctx).project().workflows, name, "workflow")  # before the store is opened
+    chosen, why = choose_mode(workflow, mode, detach)
+    quiet = quiet or (fmt is not OutputFormat.table and not is_tty(sys.stderr))
+    if not quiet:
+        say(f"mode: {chosen} ({why})")
+    project, store, engine = _engine(ctx, quiet=quiet)
+    reporter = engine.on_event
+    if chosen is RunMode.hybrid:
+        engine.on_event = None  # its events are shown from the store, as the worker writes them
 
     async def go() -> Any:
         try:
-            if detach:
-                execution = await engine.start(name, given, timeout=limit, status="queued")
-                await store.enqueue("run", {"execution": execution.id})
-                return execution
-            execution = await engine.start(name, given, timeout=limit)
+            if chosen is RunMode.sync:
+                execution = await engine.start(name, given, timeout=limit)
+                holder.append(execution.id)
+                return await engine.run(execution.id)
+            from progressive_cli.worker import RUN, follow
+
+            execution = await engine.start(name, given, timeout=limit, status="queued")
+            await store.enqueue(RUN, {"execution": execution.id})
             holder.append(execution.id)
-            return await engine.run(execution.id)
+            nudge, note = _ensure_worker(ctx, project, store)  # after the enqueue: see progressive_cli/worker.py
+            if chosen is RunMode.detach:
+                if fmt is OutputFormat.table:
+                    sys.stdout.write(execution.id + "\n")
+                else:
+                    emit(_summary(execution), fmt)
+                if not quiet:
+                    say(f"queued; {note}; check on it with: progressive executions show {execution.id}")
+                return execution
+            if fmt is OutputFormat.table:  # acknowledged: the id now, the result when the run ends
+                sys.stdout.write(execution.id + "\n")
+                sys.stdout.flush()
+            if not quiet:
+                say(f"accepted {execution.id}; {note}")
+            return await follow(store, execution.id, reporter, nudge=nudge)
         finally:
             await store.close()
 
     holder: list[str] = []
     try:
-        execution = _run(go(), engine.on_event)
+        execution = _run(go(), reporter)
     except typer.Exit:
-        if holder:
+        if holder and chosen is RunMode.sync:
             say(f"continue it with: progressive executions resume {holder[0]}")
+        elif holder and chosen is RunMode.hybrid:
+            say(f"stopped following; the run goes on in the background: progressive executions show {holder[0]}")
         raise
-    if detach:
-        if fmt is OutputFormat.table:
-            sys.stdout.write(execution.id + "\n")
-        else:
-            emit(_summary(execution), fmt)
-        say("queued. No daemon picks up queued runs yet (it arrives with the daemon issue); "
-            f"run it now with: progressive executions resume {execution.id}")
+    if chosen is not RunMode.detach:
+        _report(execution, fmt)
+
+
+def _ensure_worker(ctx: typer.Context, project: Any, store: Any) -> tuple[Any, str]:
+    """Start a worker for the store's queue unless one is alive. Returns what to say about it, and a
+    ``nudge`` for following a run: unless a worker, or some other live process, is on the run, it starts
+    a worker again, and gives up (exit 5) after three that came and went without the run moving on."""
+    from progressive_cli.worker import WorkerLock, ensure_worker, worker_paths
+
+    lock_path, log = worker_paths(store, project.root)
+    lock = WorkerLock(lock_path)
+    args = [arg for key, value in state(ctx).overrides.items() for arg in ("--set", f"{key}={value}")]
+    proc, pid = ensure_worker(lock, project.root, log, args)
+    note = f"started worker pid {pid} (log {log})" if proc else f"worker pid {pid} runs it (log {log})"
+    children = [proc] if proc else []
+    spawned = 0
+
+    def nudge(execution: Any, progressed: bool) -> None:
+        nonlocal spawned
+        children[:] = [child for child in children if child.poll() is None]  # reap the ones that ended
+        owned = execution.status == "running" and _live(execution)
+        if progressed or owned:
+            spawned = 0
+        if owned or lock.taken():
+            return
+        if spawned >= 3:
+            raise UnavailableError(f"no worker keeps running the queue; see {log}")
+        spawned += 1
+        child, _pid = ensure_worker(lock, project.root, log, args)
+        children.extend([child] if child else [])
+
+    return nudge, note
+
+
+def worker_command(
+    ctx: typer.Context,
+    drain: Annotated[bool, typer.Option(
+        "--drain", help="Exit once the queue has nothing left to run (how `run --mode detach` starts one).")] = False,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", "-c", min=1, max=256, help="Runs at once (default: the daemon.workers setting, 4).")] = None,
+) -> None:
+    """Run queued workflow runs from the state store's work queue; one worker per store at a time."""
+    import asyncio
+    import signal
+
+    from progressive_cli.worker import Worker, WorkerLock, worker_paths
+
+    project, store, engine = _engine(ctx, quiet=True)
+    lock = WorkerLock(worker_paths(store, project.root)[0])
+    if not lock.acquire(wait=1.0):  # wait out a `run` that is checking the lock at this very moment
+        say(f"a worker (pid {lock.holder()}) already runs the queue of {store.url}; nothing to do")
+        _run(store.close())
         return
-    _report(execution, fmt)
+    settings = project.settings.daemon
+    worker = Worker(store, engine, concurrency=concurrency or settings.workers, poll_interval=settings.poll_interval)
+    engine.on_event = worker.on_event
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await worker.serve(drain=drain, lock=lock, stop=stop)
+        finally:
+            lock.release()
+            await store.close()
+
+    _run(go())
 
 
 # --- executions -----------------------------------------------------------------------------------------
@@ -423,4 +540,5 @@ def executions_retry(
 def register(app: typer.Typer) -> None:
     app.add_typer(run_app, name="run")
     app.add_typer(executions_app, name="executions")
+    app.command("worker")(worker_command)
 

@@ -471,6 +471,25 @@ class SQLiteStore:
     async def queue_depth(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0])
 
+    async def list_work(self, *, limit: int = 1000) -> list[WorkItem]:
+        rows = self.db.execute("SELECT id, kind, payload, available_at, attempts, leased_by, lease_until FROM queue "
+                               "ORDER BY available_at LIMIT ?", (limit,)).fetchall()
+        return [WorkItem(id=r[0], kind=r[1], payload=json.loads(r[2]), available_at=r[3], attempts=r[4],
+                         leased_by=r[5], lease_until=r[6]) for r in rows]
+
+    async def extend_work(self, item_id: str, worker: str, lease_seconds: float) -> bool:
+        return self._update_work("lease_until = ?", (now() + lease_seconds,), item_id, worker)
+
+    async def release_work(self, item_id: str, worker: str, available_at: float | None = None) -> bool:
+        return self._update_work("leased_by = NULL, lease_until = NULL, available_at = coalesce(?, available_at)",
+                                 (available_at,), item_id, worker)
+
+    def _update_work(self, sets: str, params: tuple[Any, ...], item_id: str, worker: str) -> bool:
+        """Change an item only while ``worker`` holds its lease."""
+        with self._transaction() as db:
+            cursor = db.execute(f"UPDATE queue SET {sets} WHERE id = ? AND leased_by = ?", (*params, item_id, worker))
+        return cursor.rowcount == 1
+
     # --- agents: metrics, calls in flight, heartbeats, instance breakers -----------------------------------
     async def merge_agent_metrics(self, deltas: list[dict[str, Any]],
                                   in_flight: list[tuple[str, str, str, int]]) -> None:

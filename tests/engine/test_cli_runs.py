@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 import time
@@ -265,12 +266,23 @@ def test_run_bad_input_file(run: Any, project: Path, text: str, message: str) ->
     assert missing.exit_code == ExitCode.INVALID and "--input-file" in missing.stderr
 
 
+def worker_alive(root: Path) -> Any:
+    """Hold the worker lock as a live worker would, so detached runs stay queued for it (and no real worker
+    is started from these in-process tests; tests/e2e/test_run_modes.py runs real ones)."""
+    from progressive_cli.worker import WorkerLock
+
+    lock = WorkerLock(root / ".progressive" / "worker.lock")
+    assert lock.acquire()
+    return lock
+
+
 def test_run_detach_queues_and_resume_runs_it(run: Any, project: Path) -> None:
+    lock = worker_alive(project)
     r = run("run", "workflow", "greet", "-i", "name=Later", "--detach")
     assert r.exit_code == 0
     execution_id = r.stdout.strip()
     assert ID.match(execution_id)
-    assert "No daemon" in r.stderr and f"executions resume {execution_id}" in r.stderr
+    assert f"worker pid {os.getpid()} runs it" in r.stderr and f"executions show {execution_id}" in r.stderr
     assert calls(project) == []
     (row,) = as_json(run("executions", "list", "-o", "json"))
     assert row["id"] == execution_id and row["status"] == "queued"
@@ -281,11 +293,16 @@ def test_run_detach_queues_and_resume_runs_it(run: Any, project: Path) -> None:
     assert as_json(done)["outputs"]["greeting"] == "Hello, Later!"
     types = [e["type"] for e in as_json(run("executions", "logs", execution_id, "-o", "json"))]
     assert types[:2] == ["workflow.queued", "workflow.started"] and types[-1] == "workflow.completed"
+    lock.release()
 
 
-def test_run_detach_json(run: Any) -> None:
-    data = as_json(run("run", "workflow", "greet", "-i", "name=Later", "--detach", "-o", "json"))
+def test_run_detach_json(run: Any, project: Path) -> None:
+    lock = worker_alive(project)
+    r = run("run", "workflow", "greet", "-i", "name=Later", "--detach", "-o", "json")
+    data = as_json(r)
     assert data["status"] == "queued" and ID.match(data["execution"])
+    assert r.stderr == ""  # -o json off a terminal: data only
+    lock.release()
 
 
 # --- executions list / show / logs ---------------------------------------------------------------------------
@@ -519,8 +536,10 @@ def test_workflow_concurrency_limit(cli, make_project) -> None:
     _seed_running(root, f"{socket.gethostname()}:{os.getpid()}")  # a live owner: this test process
     r = cli("-p", str(root), "run", "workflow", "one", "-q")
     assert r.exit_code == 5 and "already has 1 run(s) in progress (concurrency: 1)" in r.stderr
+    lock = worker_alive(root)
     r = cli("-p", str(root), "run", "workflow", "one", "-q", "--detach")
     assert r.exit_code == 0
+    lock.release()
 
 
 def test_dead_owner_does_not_hold_a_concurrency_slot(cli, make_project) -> None:
