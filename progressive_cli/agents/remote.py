@@ -256,7 +256,7 @@ class HttpAgent:
         self.timeout: float = float(agent.timeout)
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._default = agent.endpoints[0].url
+        self._urls = [endpoint.url for endpoint in agent.endpoints]  # the instances' names, as configured
         # without ${env:...} references nothing needs resolving per call
         self._fixed_headers: dict[str, str] | None = None
         if not any(ENV_REF.search(value) for value in agent.headers.values()):
@@ -288,7 +288,10 @@ class HttpAgent:
 
     def _url(self, instance: str | None) -> tuple[str, str]:
         """(configured url, for messages; resolved url, for the request)."""
-        configured = self._default if instance is None else instance
+        configured = self._urls[0] if instance is None else instance
+        if configured not in self._urls:
+            raise _error("AGENT_ERROR", f"agent '{self.agent_id}' has no instance {configured!r}; its instances "
+                         f"are its endpoints: {', '.join(self._urls)}", reason="unknown_instance")
         if "${" not in configured:
             return configured, configured
         try:

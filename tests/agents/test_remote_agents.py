@@ -457,26 +457,20 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def call(agent: HttpAgent, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """One call in its own event loop, closing the agent's client before the loop ends."""
-    async def go() -> dict[str, Any]:
-        try:
-            return await agent(*args, **kwargs)
-        finally:
-            await agent.aclose()
-
-    return asyncio.run(go())
-
-
-def http_failure(agent: HttpAgent, *args: Any, **kwargs: Any) -> tuple[StepError, float]:
-    return timed_failure(_closing(agent, agent(*args, **kwargs)))
-
-
 async def _closing(agent: HttpAgent, coro: Any) -> Any:
+    """Await ``coro``, then close the agent's client before its event loop ends."""
     try:
         return await coro
     finally:
         await agent.aclose()
+
+
+def call(agent: HttpAgent, *args: Any, **kwargs: Any) -> Any:
+    return asyncio.run(_closing(agent, agent(*args, **kwargs)))
+
+
+def http_failure(agent: HttpAgent, *args: Any, **kwargs: Any) -> tuple[StepError, float]:
+    return timed_failure(_closing(agent, agent(*args, **kwargs)))
 
 
 def health(agent: HttpAgent, instance: str | None = None) -> tuple[bool, str]:
@@ -504,6 +498,8 @@ def test_http_bare_value_and_chosen_instance(server: Any) -> None:
     assert call(agent, "m", {}, CONTEXT, instance=f"{base}/bare") == {"output": [1, 2, 3]}
     assert call(agent, "m", {}, CONTEXT)["output"]["echo"]["method"] == "m"  # no instance: the first endpoint
     assert [s["path"] for s in seen] == ["/bare", "/ok"]
+    err, _ = http_failure(agent, "m", {}, CONTEXT, instance="web#0")  # only its endpoints are its instances
+    assert err.kind == "AGENT_ERROR" and err.details["reason"] == "unknown_instance" and len(seen) == 2
 
 
 def test_http_agent_reported_error(server: Any) -> None:
