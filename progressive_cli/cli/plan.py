@@ -44,6 +44,16 @@ def _guard(step: Any, ctx: dict[str, Any]) -> str:
         return f"at run time: {step.if_}"
 
 
+def workflow_analysis(workflow: Any, agents: list[Any]) -> Any:
+    """The MCA's complexity analysis and strategy for a workflow: what `plan` shows and `run` follows."""
+    from progressive_cli.cli.catalog import iter_steps
+    from progressive_cli.mca.complexity import analyze, request_for
+    from progressive_cli.mca.router import capability_providers
+
+    return analyze(request_for((s for _, s in iter_steps(workflow.steps)), real_time=workflow.realtime,
+                               providers=capability_providers(agents)))
+
+
 @plan_app.command("workflow")
 def plan_workflow(
     ctx: typer.Context,
@@ -65,11 +75,7 @@ def plan_workflow(
               "retry": step.retry.max_attempts if step.retry else (wf.retry.max_attempts if wf.retry else 1),
               "on_error": step.on_error or wf.on_error}
              for depth, step in iter_steps(wf.steps)]
-    from progressive_cli.mca.complexity import analyze, request_for
-    from progressive_cli.mca.router import capability_providers
-
-    analysis = analyze(request_for((s for _, s in iter_steps(wf.steps)), real_time=wf.realtime,
-                                   providers=capability_providers(project.agents.agents)))
+    analysis = workflow_analysis(wf, project.agents.agents)
     plan = {"workflow": wf.name, "inputs": resolved, "timeout_s": wf.timeout, "concurrency": wf.concurrency,
             "analysis": analysis.as_dict(), "strategy": analysis.strategy, "steps": steps}
     fmt = state(ctx).fmt(output)

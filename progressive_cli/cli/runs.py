@@ -151,12 +151,11 @@ STRATEGY_MODE = {"direct": RunMode.sync, "orchestrated": RunMode.sync, "event-dr
                  "hybrid": RunMode.hybrid}
 
 
-def choose_mode(workflow: Any, mode: RunMode | None, detach: bool) -> tuple[RunMode, str]:
-    """The run mode, and why: --mode (or --detach), else the MCA strategy for the workflow."""
-    from progressive_cli.cli.catalog import iter_steps
-    from progressive_cli.mca.complexity import analyze, request_for
+def choose_mode(workflow: Any, agents: list[Any], mode: RunMode | None, detach: bool) -> tuple[RunMode, str]:
+    """The run mode, and why: --mode (or --detach), else the MCA strategy for the workflow (as `plan` shows it)."""
+    from progressive_cli.cli.plan import workflow_analysis
 
-    analysis = analyze(request_for((s for _, s in iter_steps(workflow.steps)), real_time=workflow.realtime))
+    analysis = workflow_analysis(workflow, agents)
     strategy = f"strategy {analysis.strategy}, complexity {analysis.score} {analysis.complexity}"
     if detach:
         if mode not in (None, RunMode.detach):
@@ -194,7 +193,7 @@ def run_workflow(
     from progressive_cli.cli.catalog import _lookup
 
     workflow = _lookup(state(ctx).project().workflows, name, "workflow")  # before the store is opened
-    chosen, why = choose_mode(workflow, mode, detach)
+    chosen, why = choose_mode(workflow, state(ctx).project().agents.agents, mode, detach)
     quiet = quiet or (fmt is not OutputFormat.table and not is_tty(sys.stderr))
     if not quiet:
         say(f"mode: {chosen} ({why})")
