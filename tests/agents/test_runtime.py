@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +48,8 @@ async def flaky(method, params, context):
 
 
 @pytest.fixture
-def mod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    (tmp_path / "runtime_agents_mod.py").write_text(textwrap.dedent(MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "runtime_agents_mod", raising=False)
-    import runtime_agents_mod
-
-    yield runtime_agents_mod
-    sys.modules.pop("runtime_agents_mod", None)
+def mod(agent_module: Any) -> Any:
+    return agent_module("runtime_agents_mod", MODULE)
 
 
 def config(*specs: dict[str, Any]) -> list[Any]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import textwrap
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,14 +57,8 @@ class Holder:
 
 
 @pytest.fixture
-def mod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    (tmp_path / "local_agents_mod.py").write_text(textwrap.dedent(MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "local_agents_mod", raising=False)
-    import local_agents_mod
-
-    yield local_agents_mod
-    sys.modules.pop("local_agents_mod", None)
+def mod(agent_module: Any) -> Any:
+    return agent_module("local_agents_mod", MODULE)
 
 
 def agents(*specs: dict[str, Any]) -> AgentRuntime:

@@ -388,3 +388,20 @@ def test_parallel_combine_and_min_success_are_checked(make_project) -> None:
     assert any(p.startswith("workflows/p.yaml:3:5: steps[0]: min_success is 3 but there are 2 branch(es)")
                for p in found), found
     assert any("steps[1]: min_success needs join: collect_all" in p for p in found), found
+
+
+def test_parallel_combine_reads_only_known_names(make_project) -> None:
+    root = make_project({
+        "workflows/p.yaml": """
+            name: p
+            steps:
+              - id: par
+                type: parallel
+                join: collect_all
+                combine: "{'ok': succeeded, 'bad': keys(failed), 'all': branches, 'x': nonsense}"
+                branches:
+                  a: [{id: one, type: transform, value: 1}]
+        """,
+    })
+    found = problems(root, environ={})
+    assert len(found) == 1 and "steps[0].combine: invalid expression: unknown name 'nonsense'" in found[0], found
