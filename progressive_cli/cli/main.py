@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 try:  # typer >= 0.29 vendors click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer depends on click
-    from click.exceptions import ClickException  # type: ignore[no-redef]
+    from click.exceptions import ClickException  # type: ignore[no-redef,assignment,unused-ignore]
 
 from progressive_cli import __version__
 from progressive_cli.cli import catalog, messages, plan, project_cmds, runs  # noqa: F401 (messages: agents send...)

@@ -93,14 +93,16 @@ class Reporter:
 
 def _engine(ctx: typer.Context, *, quiet: bool = False) -> Any:
     from progressive_cli.engine.executor import Engine
+    from progressive_cli.integrations.hub import Integrations
     from progressive_cli.mca.runtime import AgentRuntime
     from progressive_cli.store import project_store
 
     project = state(ctx).project()
     store = project_store(project)
     agents = AgentRuntime(project.agents.agents, project.root, store=store)
+    integrations = Integrations(project.integrations.integrations, store)
     engine = Engine(project.workflows, store, agent_call=agents, on_event=Reporter(quiet),
-                    capability_providers=agents.capability_providers())
+                    capability_providers=agents.capability_providers(), integrations=integrations)
     return project, store, engine
 
 
@@ -229,6 +231,7 @@ def run_workflow(
                 say(f"accepted {execution.id}; {note}")
             return await follow(store, execution.id, reporter, nudge=nudge)
         finally:
+            await engine.aclose()
             await store.close()
 
     holder: list[str] = []
@@ -305,6 +308,7 @@ def worker_command(
             await worker.serve(drain=drain, lock=lock, stop=stop)
         finally:
             lock.release()
+            await engine.aclose()
             await store.close()
 
     _run(go())
@@ -499,6 +503,7 @@ def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, outp
                                          cancel_requested=False, owner=None, lease_until=None, deadline=deadline)
             return await engine.run(execution.id)
         finally:
+            await engine.aclose()
             await store.close()
 
     _report(_run(go(), engine.on_event), fmt)

@@ -2,6 +2,7 @@
 
 
 import difflib
+import random
 import re
 from typing import Annotated, Any, Literal, Self
 
@@ -175,3 +176,8 @@ class Backoff(Model):
         if self.max_delay < self.initial_delay:
             raise ValueError("max_delay must be at least initial_delay")
         return self
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: exponential, capped, with AWS-style full jitter."""
+        delay = min(self.max_delay, self.initial_delay * self.multiplier ** (attempt - 1))
+        return rng.uniform(0, delay) if self.jitter == "full" else delay

@@ -90,8 +90,10 @@ class CircuitBreaker(Model):
 
 
 class Retry(Backoff):
-    retry_on: list[ErrorKind] = Field(default_factory=lambda: _kinds("RATE_LIMITED", "NETWORK_ERROR", "TIMEOUT"))
-    """Error kinds that are retried. API_ERROR is retried only for 5xx statuses."""
+    retry_on: list[ErrorKind] = Field(
+        default_factory=lambda: _kinds("API_ERROR", "RATE_LIMITED", "NETWORK_ERROR", "TIMEOUT"))
+    """Error kinds that are retried. API_ERROR is retried only for 5xx statuses; only idempotent requests
+    (or ones with an Idempotency-Key header) are retried at all."""
     max_retry_after: Duration = 60.0
     """Cap on a server's Retry-After."""
 
@@ -162,6 +164,16 @@ class MongoIntegration(_IntegrationBase):
     connect_timeout: Duration = 5.0
 
 
+class Embedding(Model):
+    """Where a vector integration gets embeddings for texts: an OpenAI-compatible embeddings API
+    (``POST {path}`` with ``{"model", "input": [...]}``, answering ``{"data": [{"embedding": [...]}]}``)
+    behind one of the http integrations, so it has that integration's auth, limits and breaker."""
+
+    integration: Identifier
+    path: str = "/embeddings"
+    model: str | None = None
+
+
 class VectorIntegration(_IntegrationBase):
     type: Literal["vector"]
     path: str | None = None
@@ -169,6 +181,9 @@ class VectorIntegration(_IntegrationBase):
     host: str | None = None
     port: int = Field(8000, ge=1, le=65535)
     collection: str = "progressive"
+    embedding: Embedding | None = None
+    """Without it, every add, update and search must pass its embeddings; Chroma's default embedding
+    function is never used (it downloads a model, which fails offline)."""
 
     @model_validator(mode="after")
     def _where(self) -> Self:

@@ -353,6 +353,7 @@ class _CrossChecker:
         self._duplicates(agent_list, self.agent_pos, "agents", "agent")
         if self.integrations:
             self._duplicates(self.integrations.integrations, self.integ_pos, "integrations", "integration")
+            self._integrations(self.integrations.integrations)
         for i, agent in enumerate(agent_list):
             if isinstance(agent, BuiltinAgent) and agent.implementation not in BUILTIN_AGENTS:
                 where = ("agents", i, "builtin") if agent.builtin else ("agents", i, "id")
@@ -364,6 +365,25 @@ class _CrossChecker:
         for name, wf in self.workflows.items():
             self._workflow(wf, self.wf_pos[name])
         self._cycles()
+
+    def _integrations(self, integrations: list[Any]) -> None:
+        from progressive_cli.integrations.conditions import ROOTS
+
+        assert self.integration_ids is not None
+        for i, item in enumerate(integrations):
+            health = getattr(item, "health", None)
+            for c, source in enumerate(health.conditions if health else []):
+                self._condition(self.integ_pos, ("integrations", i, "health", "conditions", c), source, ROOTS, None)
+            embedding = getattr(item, "embedding", None)
+            if embedding is not None:
+                target = self.integration_ids.get(embedding.integration)
+                where = ("integrations", i, "embedding", "integration")
+                if target is None:
+                    self._err(self.integ_pos, where, f"unknown integration '{embedding.integration}'"
+                              + _hint(embedding.integration, self.integration_ids))
+                elif not isinstance(target, HttpIntegration):
+                    self._err(self.integ_pos, where, f"'{embedding.integration}' is a {target.type} database; "
+                              "embeddings come from an http integration")
 
     def _duplicates(self, items: list[Any], positions: PositionMap, key: str, what: str) -> None:
         seen: dict[str, int] = {}
@@ -530,9 +550,23 @@ class _CrossChecker:
             if step.operation not in allowed:
                 self._err(pos, (*path, "operation"), f"{integration.type} has no operation '{step.operation}'; "
                           f"expected one of: {', '.join(allowed)}")
+            if integration.type == "postgres":
+                self._static_sql(pos, (*path, "params"), step.params)
         if not integration.enabled:
             self._err(pos, where, f"integration '{step.integration}' is disabled; the step fails until it is "
                       "enabled", "warning")
+
+    def _static_sql(self, pos: PositionMap, path: Path_, params: dict[str, Any]) -> None:
+        """SQL text is never built from values: values go in `params`, as $1-style placeholders' data."""
+        statements = params.get("statements")
+        found = [((*path, "sql"), params.get("sql"))]
+        if isinstance(statements, list):
+            found += [((*path, "statements", n, "sql"), s.get("sql")) for n, s in enumerate(statements)
+                      if isinstance(s, dict)]
+        for where, sql in found:
+            if isinstance(sql, str) and is_template(sql):
+                self._err(pos, where, "SQL must be static text; pass values with placeholders (%s or "
+                          "%(name)s) and 'params', never ${{ }} inside the SQL")
 
     def _condition(self, pos: PositionMap, path: Path_, source: str, roots: frozenset[str],
                    names: _Names | None) -> None:

@@ -87,6 +87,9 @@ class ApiCallStep(_StepBase):
     json_: Any = Field(None, alias="json")
     idempotent: bool | None = None
     """Override whether the call may be retried (defaults to the HTTP method's semantics)."""
+    idempotency_key: bool = False
+    """Send `Idempotency-Key: <execution id>:<step key>`, the same on every retry and resume, so the API can
+    drop duplicates; a POST that sends it is retried like an idempotent method."""
 
 
 class DatabaseStep(_StepBase):

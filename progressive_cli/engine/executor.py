@@ -108,11 +108,14 @@ class Engine:
         on_event: Callable[[Event], None] | None = None,
         owner: str | None = None,
         capability_providers: Mapping[str, list[str]] | None = None,
+        integrations: Any = None,
     ) -> None:
         self.workflows = workflows
         self.capability_providers = dict(capability_providers or {})
         self.store = store
         self.agent_call = agent_call
+        self.integrations = integrations
+        """A :class:`progressive_cli.integrations.hub.Integrations` for api_call and database_operation."""
         self.sleep = sleep
         self.clock = clock
         self.rng = rng or random.Random()
@@ -262,12 +265,21 @@ class Engine:
             raise Cancelled
 
     async def _flush_agents(self) -> None:
-        """Persist the agent runtime's metrics and heartbeats when a run stops (it flushes about once a
-        second on its own); a store hiccup here must not change the run's outcome."""
-        flush = getattr(self.agent_call, "flush", None)
-        if flush is not None:
-            with contextlib.suppress(Exception):
-                await flush()
+        """Persist the agent runtime's and the integrations' metrics when a run stops (they flush about
+        once a second on their own); a store hiccup here must not change the run's outcome."""
+        for owner in (self.agent_call, self.integrations):
+            flush = getattr(owner, "flush", None)
+            if flush is not None:
+                with contextlib.suppress(Exception):
+                    await flush()
+
+    async def aclose(self) -> None:
+        """Flush and close the agent runtime's and the integrations' clients (the store stays open)."""
+        for owner in (self.agent_call, self.integrations):
+            close = getattr(owner, "aclose", None) or getattr(owner, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
     async def _keep_lease(self, run: _Run, main: asyncio.Task[Any] | None) -> None:
         """Renew the run's lease while it runs, however long one step takes; if another process has
@@ -351,7 +363,7 @@ class Engine:
                                     finished_at=self.clock())
                 if retry:
                     assert policy is not None
-                    delay = backoff(policy, attempt, self.rng)
+                    delay = policy.delay(attempt, self.rng)
                     event = self._event("step.retried", run.execution, {
                         "step": step.id, "key": key, "attempt": attempt, "next_attempt": attempt + 1,
                         "delay_s": round(delay, 3), "error": exc.as_dict()}, subject=key)
@@ -603,7 +615,7 @@ class Engine:
             await self._remember(run, key, {"child": child_id})
         sub = Engine(self.workflows, self.store, agent_call=self.agent_call, sleep=self.sleep, clock=self.clock,
                      rng=self.rng, wait_inline=self.wait_inline, on_event=self.on_event, owner=self.owner,
-                     capability_providers=self.capability_providers)
+                     capability_providers=self.capability_providers, integrations=self.integrations)
         result = await sub.run(child_id)
         if result.status == "waiting":  # the parent waits too, until the child is due
             await self._update(run, status="waiting", wake_at=result.wake_at, owner=None, lease_until=None)
@@ -626,6 +638,27 @@ class Engine:
                      "attempt": attempt},
         )
         return await self.agent_call(request)
+
+    async def _do_api_call(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
+        if self.integrations is None:
+            raise StepError("STEP_ERROR", "no integrations are configured for this engine")
+        where = f"step '{step.id}'"
+        path = self._render(step.path, scope.ctx, f"{where}, field 'path'", run)
+        query = self._render(step.query, scope.ctx, f"{where}, field 'query'", run)
+        headers = {str(k): str(v) for k, v in
+                   self._render(step.headers, scope.ctx, f"{where}, field 'headers'", run).items()}
+        body = self._render(step.json_, scope.ctx, f"{where}, field 'json'", run)
+        if step.idempotency_key:
+            headers.setdefault("Idempotency-Key", f"{run.execution.id}:{key}")
+        return await self.integrations.api_call(step.integration, step.method, str(path), query=query,
+                                                headers=headers, json_body=body, idempotent=step.idempotent)
+
+    async def _do_database_operation(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int,
+                                     _d: Any) -> Any:
+        if self.integrations is None:
+            raise StepError("STEP_ERROR", "no integrations are configured for this engine")
+        params = self._render(step.params, scope.ctx, f"step '{step.id}', field 'params'", run)
+        return await self.integrations.db_call(step.integration, step.operation, params)
 
     async def _do_consensus(self, run: _Run, step: Any, scope: _Scope, key: str, attempt: int, _d: Any) -> Any:
         """Ask every agent (listed, or each provider of the capability) and combine their opinions."""
@@ -749,12 +782,6 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
-def backoff(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:
-    """Delay before attempt ``attempt + 1``: exponential, capped, with AWS-style full jitter."""
-    delay = min(policy.max_delay, policy.initial_delay * policy.multiplier ** (attempt - 1))
-    return rng.uniform(0, delay) if policy.jitter == "full" else delay
-
-
 def _iso(ts: float) -> str:
     from datetime import UTC, datetime
 
@@ -779,4 +806,4 @@ def _timestamp(value: Any, step_id: str) -> float:
     raise StepError("STEP_ERROR", f"step '{step_id}': until must be a time, got {type(value).__name__}")
 
 
-__all__ = ["STEP_ERROR_KINDS", "AgentRequest", "Engine", "backoff"]
+__all__ = ["STEP_ERROR_KINDS", "AgentRequest", "Engine"]

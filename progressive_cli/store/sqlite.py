@@ -21,7 +21,7 @@ from progressive_cli.store.base import Event, Execution, Message, StepRecord, Wo
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades from version i to i + 1. Later issues append; nothing is ever edited.
 MIGRATIONS: list[str] = [
@@ -142,6 +142,18 @@ MIGRATIONS: list[str] = [
         id TEXT PRIMARY KEY, status TEXT NOT NULL, record TEXT NOT NULL, updated_at REAL NOT NULL
     );
     """,
+    # 3: integrations. Request metrics per integration (external APIs and databases), merged from every
+    # process like the agents'; breaker states live in `breakers` as `integration:<id>`.
+    """
+    CREATE TABLE integration_metrics (
+        integration TEXT PRIMARY KEY,
+        total INTEGER NOT NULL DEFAULT 0, success INTEGER NOT NULL DEFAULT 0, failure INTEGER NOT NULL DEFAULT 0,
+        latency_sum_ms REAL NOT NULL DEFAULT 0, buckets TEXT NOT NULL DEFAULT '{}',
+        rate_limited INTEGER NOT NULL DEFAULT 0, breaker_opens INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT, last_call_at REAL, updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 _EXECUTION_FIELDS = [f.name for f in fields(Execution)]
@@ -193,6 +205,30 @@ def _insert_events(db: sqlite3.Connection, events: list[Event] | None) -> None:
             "INSERT INTO events (id, type, source, subject, execution_id, time, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(e.id, e.type, e.source, e.subject, e.execution_id, e.time, _dumps(e.data)) for e in events],
         )
+
+
+INTEGRATION_COUNTERS = ("rate_limited", "breaker_opens", "retries", "rejected")
+
+
+def _merge_tally(db: sqlite3.Connection, table: str, key: dict[str, str], d: dict[str, Any],
+                 counters: tuple[str, ...], t: float) -> None:
+    """Add one metrics delta (a ``Tally`` as a dict, plus extra ``counters``) to its row of ``table``."""
+    where = " AND ".join(f"{k} = ?" for k in key)
+    row = db.execute(f"SELECT buckets FROM {table} WHERE {where}", tuple(key.values())).fetchone()
+    buckets: dict[str, int] = json.loads(row[0]) if row else {}
+    for index, count in d["buckets"].items():
+        buckets[str(index)] = buckets.get(str(index), 0) + count
+    summed = ("total", "success", "failure", "latency_sum_ms", *counters)
+    columns = (*key, *summed, "buckets", "last_error", "last_call_at", "updated_at")
+    values = (*key.values(), *(d.get(c, 0) for c in summed), _dumps(buckets), d.get("last_error"),
+              d.get("last_call_at"), t)
+    db.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + "".join(f"{c} = {c} + excluded.{c}, " for c in summed)
+        + "buckets = excluded.buckets, last_error = coalesce(excluded.last_error, last_error), "
+        "last_call_at = max(coalesce(last_call_at, 0), coalesce(excluded.last_call_at, 0)), "
+        "updated_at = excluded.updated_at", values)
 
 
 def path_from_url(url: str, root: Path) -> Path:
@@ -498,22 +534,7 @@ class SQLiteStore:
         t = now()
         with self._transaction() as db:
             for d in deltas:
-                row = db.execute("SELECT buckets FROM agent_metrics WHERE agent = ? AND instance = ?",
-                                 (d["agent"], d["instance"])).fetchone()
-                buckets: dict[str, int] = json.loads(row[0]) if row else {}
-                for index, count in d["buckets"].items():
-                    buckets[str(index)] = buckets.get(str(index), 0) + count
-                db.execute(
-                    "INSERT INTO agent_metrics (agent, instance, total, success, failure, latency_sum_ms, buckets, "
-                    "last_error, last_call_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (agent, instance) DO UPDATE SET total = total + excluded.total, "
-                    "success = success + excluded.success, failure = failure + excluded.failure, "
-                    "latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, buckets = excluded.buckets, "
-                    "last_error = coalesce(excluded.last_error, last_error), "
-                    "last_call_at = max(coalesce(last_call_at, 0), coalesce(excluded.last_call_at, 0)), "
-                    "updated_at = excluded.updated_at",
-                    (d["agent"], d["instance"], d["total"], d["success"], d["failure"], d["latency_sum_ms"],
-                     _dumps(buckets), d.get("last_error"), d.get("last_call_at"), t))
+                _merge_tally(db, "agent_metrics", {"agent": d["agent"], "instance": d["instance"]}, d, (), t)
             for agent, instance, owner, count in in_flight:
                 if count:
                     db.execute("INSERT OR REPLACE INTO agent_inflight VALUES (?, ?, ?, ?, ?)",
@@ -558,6 +579,23 @@ class SQLiteStore:
                                "ORDER BY agent, instance").fetchall()
         names = ("agent", "instance", "at", "status", "detail", "checked_at", "failures")
         return [dict(zip(names, r, strict=True)) for r in rows]
+
+    async def merge_integration_metrics(self, deltas: list[dict[str, Any]]) -> None:
+        """Add each process's per-integration deltas (the agents' tally fields plus ``rate_limited``,
+        ``breaker_opens``, ``retries`` and ``rejected``) to the totals."""
+        t = now()
+        with self._transaction() as db:
+            for d in deltas:
+                _merge_tally(db, "integration_metrics", {"integration": d["integration"]}, d, INTEGRATION_COUNTERS, t)
+
+    async def integration_metrics(self) -> list[dict[str, Any]]:
+        names = ("integration", "total", "success", "failure", "latency_sum_ms", "buckets", *INTEGRATION_COUNTERS,
+                 "last_error", "last_call_at")
+        rows = self.db.execute(f"SELECT {', '.join(names)} FROM integration_metrics ORDER BY integration").fetchall()
+        out = [dict(zip(names, r, strict=True)) for r in rows]
+        for row in out:
+            row["buckets"] = json.loads(row["buckets"])
+        return out
 
     async def save_breaker(self, name: str, state: str, failures: int, successes: int, opened_at: float | None,
                            last_error: str | None, events: list[Event] | None = None) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from progressive_cli.cli.runs import retry_plan
 from progressive_cli.config.workflows import RetryPolicy
-from progressive_cli.engine.executor import AgentRequest, backoff
+from progressive_cli.engine.executor import AgentRequest
 from progressive_cli.errors import InputError, StepError
 
 Harness = Any  # tests/engine/conftest.py
@@ -691,7 +691,7 @@ def test_full_jitter_is_bounded_and_deterministic_with_a_seed(h: Harness) -> Non
     assert len(first) == 5 and all(0 <= d <= cap for d, cap in zip(first, caps, strict=True))
     rng = random.Random(123)
     model = RetryPolicy.model_validate(policy)
-    assert first == [backoff(model, attempt, rng) for attempt in range(1, 6)]
+    assert first == [model.delay(attempt, rng) for attempt in range(1, 6)]
     h.clock.sleeps.clear()
     h.run("r", seed=123)
     assert h.clock.sleeps == first
@@ -704,16 +704,16 @@ def test_backoff_function() -> None:
     rng = random.Random(1)
     exact = RetryPolicy.model_validate({"initial_delay": "500ms", "multiplier": 3, "max_delay": "10s",
                                         "jitter": "none"})
-    assert [backoff(exact, a, rng) for a in range(1, 6)] == [0.5, 1.5, 4.5, 10.0, 10.0]
+    assert [exact.delay(a, rng) for a in range(1, 6)] == [0.5, 1.5, 4.5, 10.0, 10.0]
     flat = RetryPolicy.model_validate({"initial_delay": 2, "multiplier": 1, "max_delay": 2, "jitter": "none"})
-    assert [backoff(flat, a, rng) for a in (1, 50, 100)] == [2, 2, 2]
+    assert [flat.delay(a, rng) for a in (1, 50, 100)] == [2, 2, 2]
     jittered = RetryPolicy.model_validate({"initial_delay": 1, "max_delay": 60})
     assert jittered.jitter == "full"
     for attempt in range(1, 40):
-        assert 0 <= backoff(jittered, attempt, rng) <= min(60, 2 ** (attempt - 1))
-    assert backoff(jittered, 1, random.Random(5)) == backoff(jittered, 1, random.Random(5))
+        assert 0 <= jittered.delay(attempt, rng) <= min(60, 2 ** (attempt - 1))
+    assert jittered.delay(1, random.Random(5)) == jittered.delay(1, random.Random(5))
     huge = RetryPolicy.model_validate({"initial_delay": 1, "multiplier": 10, "max_delay": "1h", "jitter": "none"})
-    assert backoff(huge, 100, rng) == 3600
+    assert huge.delay(100, rng) == 3600
 
 
 # --- timeouts --------------------------------------------------------------------------------------------

@@ -455,11 +455,26 @@ def test_a_version_1_file_is_migrated_to_the_mca_tables(tmp_path, monkeypatch):
     assert pragma(path, "user_version") == 1
     monkeypatch.undo()
     store = SQLiteStore(path)
-    assert pragma(path, "user_version") == SCHEMA_VERSION == 2
+    assert pragma(path, "user_version") == SCHEMA_VERSION == 3
     beats = run(store.heartbeats())
     assert beats == [{"agent": "npa", "instance": "npa#0", "at": 5.0, "status": "ok", "detail": None,
                       "checked_at": None, "failures": 0}]
     run(store.record_heartbeat("npa", "npa#0", False, "refused"))
     assert run(store.heartbeats())[0]["failures"] == 1 and run(store.heartbeats())[0]["at"] == 5.0
-    assert {"agent_metrics", "agent_inflight", "messages", "incidents"} <= tables(path)
+    assert {"agent_metrics", "agent_inflight", "messages", "incidents", "integration_metrics"} <= tables(path)
+    run(store.close())
+
+
+def test_integration_metrics_merge_from_several_processes(tmp_path):
+    store = SQLiteStore(tmp_path / "state.db")
+    delta = {"integration": "usda", "total": 3, "success": 2, "failure": 1, "latency_sum_ms": 30.0,
+             "buckets": {"50": 3}, "rate_limited": 1, "breaker_opens": 0, "retries": 2, "rejected": 0,
+             "last_error": "API_ERROR: 503", "last_call_at": 10.0}
+    run(store.merge_integration_metrics([delta]))
+    run(store.merge_integration_metrics([{**delta, "last_error": None, "breaker_opens": 1, "last_call_at": 5.0}]))
+    [row] = run(store.integration_metrics())
+    assert row["total"] == 6 and row["success"] == 4 and row["failure"] == 2 and row["latency_sum_ms"] == 60.0
+    assert row["buckets"] == {"50": 6}
+    assert (row["rate_limited"], row["breaker_opens"], row["retries"], row["rejected"]) == (2, 1, 4, 0)
+    assert row["last_error"] == "API_ERROR: 503" and row["last_call_at"] == 10.0
     run(store.close())
