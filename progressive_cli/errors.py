@@ -132,13 +132,25 @@ class UnavailableError(ProgressiveError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+UNAVAILABLE_KINDS = frozenset({"NETWORK_ERROR", "TIMEOUT", "CIRCUIT_BREAKER_OPEN", "RATE_LIMITED"})
+
+
 class StepError(ProgressiveError):
-    """A step failed. ``kind`` is one of the error kinds retry policies and on_error act on."""
+    """A step failed. ``kind`` is one of the error kinds retry policies and on_error act on.
+
+    Raised from a one-off command (``integrations call``, ``db``), it exits 5 when the server could
+    not be reached or used (network, timeout, open breaker, rate limit), 2 for bad parameters
+    (STEP_ERROR), and 1 when the server refused (API_ERROR, DATABASE_ERROR, AGENT_ERROR)."""
 
     def __init__(self, kind: str, message: str, details: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.details = details or {}
+        self.exit_code = ExitCode.UNAVAILABLE if kind in UNAVAILABLE_KINDS else \
+            ExitCode.INVALID if kind == "STEP_ERROR" else ExitCode.FAILED
+
+    def lines(self) -> list[str]:
+        return [one_line(f"error: {self.kind}: {self.message}")]
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "message": self.message, **self.details}

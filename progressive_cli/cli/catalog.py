@@ -1,4 +1,4 @@
-"""`agents`, `integrations` and `workflows`: list and show what the project declares."""
+"""`agents` and `workflows`: list and show what the project declares, and call agents."""
 
 
 import enum
@@ -13,7 +13,6 @@ from progressive_cli.cli.output import OutputFormat, emit
 from progressive_cli.errors import NotFoundError
 
 agents_app = new_typer("The agents the MCA routes to (agents.yaml).")
-integrations_app = new_typer("External APIs and databases (integrations.yaml).")
 workflows_app = new_typer("The workflows in workflows/*.yaml.")
 
 
@@ -100,49 +99,6 @@ def agents_show(ctx: typer.Context, agent_id: str = typer.Argument(..., metavar=
     project = state(ctx).project()
     agent = _lookup({a.id: a for a in project.agents.agents}, agent_id, "agent")
     _show(ctx, output, agent.dump())
-
-
-# --- integrations -------------------------------------------------------------------------------------
-def _integration_row(item: Any) -> dict[str, Any]:
-    from progressive_cli.config.common import format_duration
-    from progressive_cli.config.secrets import env_refs, missing
-
-    target = getattr(item, "base_url", None) or getattr(item, "dsn", None) or getattr(item, "url", None) \
-        or getattr(item, "uri", None) or getattr(item, "path", None) or getattr(item, "host", None)
-    limits = [f"{r.requests}/{format_duration(r.per)}" for r in getattr(item, "rate_limits", [])]
-    breaker = getattr(item, "circuit_breaker", None)
-    refs = env_refs(item.dump())
-    unset = missing(refs)
-    return {
-        "id": item.id,
-        "type": item.type,
-        "target": target,
-        "auth": getattr(getattr(item, "auth", None), "type", None),
-        "rate_limits": limits,
-        "breaker": f"{breaker.fail_max} fails / {format_duration(breaker.reset_timeout)}" if breaker else None,
-        "secrets": "none" if not refs else ("missing " + ", ".join(unset) if unset else "set"),
-        "enabled": item.enabled,
-    }
-
-
-@integrations_app.command("list")
-def integrations_list(ctx: typer.Context, output: OutputOpt = None) -> None:
-    """List integrations with their auth, rate limits, breaker and whether their secrets are set."""
-    project = state(ctx).project()
-    rows = [_integration_row(i) for i in project.integrations.integrations]
-    emit(rows, state(ctx).fmt(output), columns=[
-        ("id", "ID"), ("type", "TYPE"), ("target", "TARGET"), ("auth", "AUTH"), ("rate_limits", "RATE LIMITS"),
-        ("breaker", "BREAKER"), ("secrets", "SECRETS"), ("enabled", "ENABLED"),
-    ])
-
-
-@integrations_app.command("show")
-def integrations_show(ctx: typer.Context, integration_id: str = typer.Argument(..., metavar="INTEGRATION"),
-                      output: OutputOpt = None) -> None:
-    """Show one integration's configuration (secret references, never their values)."""
-    project = state(ctx).project()
-    item = _lookup({i.id: i for i in project.integrations.integrations}, integration_id, "integration")
-    _show(ctx, output, item.dump())
 
 
 # --- workflows ----------------------------------------------------------------------------------------
@@ -240,7 +196,6 @@ def workflows_graph(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(agents_app, name="agents")
-    app.add_typer(integrations_app, name="integrations")
     app.add_typer(workflows_app, name="workflows")
 
 

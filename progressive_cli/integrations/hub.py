@@ -41,6 +41,27 @@ class _Tally(Tally):
         self.counters = {"rate_limited": 0, "breaker_opens": 0, "retries": 0, "rejected": 0}
 
 
+def with_secrets(config: Any) -> Any:
+    """A copy of an integration's config with every ``${env:NAME}`` replaced by its value (registered with
+    the redactor, so it is masked wherever output is written)."""
+    from progressive_cli.config.secrets import MissingSecretError, resolve
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return resolve(value)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    try:
+        return type(config).model_validate(walk(config.model_dump(by_alias=True, exclude_none=True)))
+    except MissingSecretError as exc:
+        raise StepError("STEP_ERROR", f"integration '{config.id}': {exc}; set it, or see "
+                        "`progressive integrations list`", {"integration": config.id}) from None
+
+
 class Integrations:
     """Every integration of a project, opened lazily."""
 
@@ -53,6 +74,7 @@ class Integrations:
         self.rng = rng or random.Random()
         self.transport = transport
         """An httpx transport for every http integration (tests: pytest-httpx, ASGI apps)."""
+        self._ready: dict[str, Any] = {}
         self._clients: dict[str, Any] = {}
         self._connectors: dict[str, Any] = {}
         self._tallies: dict[str, _Tally] = {}
@@ -61,6 +83,10 @@ class Integrations:
 
     # --- lookups -----------------------------------------------------------------------------------
     def config(self, name: str, *, http: bool | None = None) -> Any:
+        """Integration ``name``'s config with its secrets resolved; a typed error if it cannot serve."""
+        ready = self._ready.get(name)
+        if ready is not None and (http is None or http == isinstance(ready, HttpIntegration)):
+            return ready
         config = self.configs.get(name)
         if config is None:
             known = ", ".join(sorted(self.configs)) or "none"
@@ -74,7 +100,8 @@ class Integrations:
         if not config.enabled:
             raise StepError("STEP_ERROR", f"integration '{name}' is disabled (enabled: false in integrations.yaml)",
                             {"integration": name})
-        return config
+        ready = self._ready[name] = with_secrets(config)
+        return ready
 
     def _tally(self, name: str) -> _Tally:
         tally = self._tallies.get(name)
@@ -176,13 +203,13 @@ class Integrations:
 
     async def test(self, name: str) -> dict[str, Any]:
         """Live connectivity: the http health request (with its conditions) or the database ping."""
-        config = self.config(name)
+        config = self.configs[name] if name in self.configs else self.config(name)
         started = time.perf_counter()
         try:
-            if isinstance(config, HttpIntegration):
-                detail = await (await self.http(name)).ping()
-            else:
-                detail = await self.connector(name).ping()
+            # made first (drivers imported) so that the latency is the server's, not the import's
+            target = await self.http(name) if isinstance(config, HttpIntegration) else self.connector(name)
+            started = time.perf_counter()
+            detail = await target.ping()
             ok, error = True, None
         except StepError as exc:
             ok, detail, error = False, exc.message, exc.kind
