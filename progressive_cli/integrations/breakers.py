@@ -124,6 +124,9 @@ class IntegrationBreaker(pybreaker.CircuitBreakerListener):
             throw_new_error_on_trip=False,  # the call that trips it fails with its own error
         )
         self.last_error: str | None = None
+        self.trial = False
+        """A half-open trial call is in flight in this process: other calls are rejected until it ends
+        (pybreaker lets every caller through while half-open)."""
         self.events: list[Event] = []
         self.opens = 0
         """Transitions to open since the metrics were last taken."""
@@ -161,7 +164,25 @@ class IntegrationBreaker(pybreaker.CircuitBreakerListener):
         left = opened.timestamp() + self.cb.reset_timeout - (time.time() if now is None else now)
         return left if left > 0 else None
 
-    def rejection(self, left: float) -> StepError:
+    def admit(self) -> str | None:
+        """Whether a call may go through now: ``"call"`` (closed), ``"trial"`` (it becomes this process's
+        one half-open trial; call ``done()`` when it ends), or None (rejected)."""
+        if self.storage.state == pybreaker.STATE_CLOSED:
+            return "call"
+        if self.trial or self.blocked_for() is not None:
+            return None
+        self.trial = True
+        return "trial"
+
+    def done(self) -> None:
+        self.trial = False
+
+    def rejection(self, left: float | None) -> StepError:
+        if left is None:
+            last = f"; last error: {self.last_error}" if self.last_error else ""
+            return StepError("CIRCUIT_BREAKER_OPEN", f"integration '{self.integration}': circuit breaker half-open, "
+                             f"its trial call is in flight{last}",
+                             {"integration": self.integration, "breaker": self.name})
         held = left > FOREVER / 2
         when = "held open by an operator until reset" if held else f"half-open in {left:.1f}s"
         last = f"; last error: {self.last_error}" if self.last_error else ""
@@ -193,14 +214,20 @@ class IntegrationBreaker(pybreaker.CircuitBreakerListener):
             await self.load()
 
     async def flush(self) -> None:
+        """Write this process's changes, unless the row changed since it was last seen here (an operator's
+        reset, another process's trip): then that state is adopted instead (compare-and-set). The events
+        of what happened here are written either way."""
         if self.store is None or not (self.storage.dirty or self.events):
             return
         events, self.events = self.events, []
         self.storage.dirty = False
         state, failures, successes, opened_at = self.storage.snapshot()
-        await self.store.save_breaker(self.name, state, failures, successes, opened_at, self.last_error, events)
-        rows = [r for r in await self.store.breakers(self.name) if r["name"] == self.name]
-        self._seen = rows[0]["updated_at"] if rows else None
+        written = await self.store.save_breaker(self.name, state, failures, successes, opened_at, self.last_error,
+                                                events, expected=self._seen)
+        if written is None:
+            await self.load()
+        else:
+            self._seen = written
 
 
 async def operator_set(store: StateStore, name: str, state: str, *, hold: float | None = None,

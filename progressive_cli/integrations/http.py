@@ -38,7 +38,8 @@ import httpx
 import pybreaker
 from pyrate_limiter import InMemoryBucket, Limiter, Rate
 
-from progressive_cli.errors import StepError
+from progressive_cli.config.secrets import REDACTOR
+from progressive_cli.errors import StepError, one_line
 from progressive_cli.integrations.breakers import IntegrationBreaker
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -127,8 +128,6 @@ class OAuth2ClientCredentials(httpx.Auth):
         except (ValueError, KeyError, TypeError):
             raise StepError("API_ERROR", f"{where} returned no access_token",
                             {"integration": self.integration, "status": response.status_code}) from None
-        from progressive_cli.config.secrets import REDACTOR
-
         REDACTOR.register(token)
         self.fetches += 1
         self._token = str(token)
@@ -160,6 +159,17 @@ def _auth(config: Any, timeout: httpx.Timeout, transport: httpx.AsyncBaseTranspo
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _scrubbed(exc: StepError) -> StepError:
+    """The error with every known secret masked in its message and text details, each on one line: a
+    server may echo a key or token back in its error body, and errors end up in the store and events."""
+    exc.message = one_line(REDACTOR.redact(exc.message))
+    exc.args = (exc.message,)
+    for key, value in exc.details.items():
+        if isinstance(value, str):
+            exc.details[key] = one_line(REDACTOR.redact(value))
+    return exc
 
 
 def retry_after(value: str | None, now: float) -> float | None:
@@ -265,7 +275,7 @@ class HttpClient:
             except StepError as exc:
                 if attempt >= attempts or not self._retryable(exc):
                     exc.details.setdefault("attempts", attempt)
-                    raise
+                    raise _scrubbed(exc) from None
                 assert policy is not None
                 wait = exc.details.get("retry_after")
                 delay = min(float(wait), float(policy.max_retry_after)) if isinstance(wait, int | float) \
@@ -309,8 +319,8 @@ class HttpClient:
     # --- pipeline ----------------------------------------------------------------------------------
     def _retryable(self, exc: StepError) -> bool:
         policy = self.config.retry
-        if policy is None or exc.kind not in policy.retry_on:
-            return False
+        if policy is None or exc.kind not in policy.retry_on or exc.details.get("local"):
+            return False  # our own limiter said no: it has already waited max_wait, or is set to fail fast
         status = exc.details.get("status")
         return exc.kind != "API_ERROR" or (isinstance(status, int) and status >= 500)
 
@@ -329,26 +339,29 @@ class HttpClient:
     async def _once(self, method: str, path: str, where: str, query: Mapping[str, Any] | None,
                     headers: dict[str, str], json_body: Any, data: Any) -> dict[str, Any]:
         breaker = self.breaker
-        if breaker is not None:
-            await breaker.sync()
-            left = breaker.blocked_for()
-            if left is not None:
-                self.counters.rejected += 1
-                raise breaker.rejection(left)
-        async with self.slots:
-            await self._acquire(where)
-            if breaker is None:
+        if breaker is None:
+            async with self.slots:
+                await self._acquire(where)
                 return await self._send(method, path, where, query, headers, json_body, data)
-            try:
+        await breaker.sync()
+        admitted = breaker.admit()
+        if admitted is None:
+            self.counters.rejected += 1
+            raise breaker.rejection(breaker.blocked_for())
+        try:
+            async with self.slots:
+                await self._acquire(where)
                 with breaker.cb.calling():
                     return await self._send(method, path, where, query, headers, json_body, data)
-            except pybreaker.CircuitBreakerError:
-                # it opened between the check above and this call (another task's failure)
-                self.counters.rejected += 1
-                raise breaker.rejection(breaker.blocked_for() or 0.0) from None
-            finally:
-                if breaker.storage.dirty or breaker.events:
-                    await breaker.flush()
+        except pybreaker.CircuitBreakerError:
+            # it opened between the check above and this call (another task's failure)
+            self.counters.rejected += 1
+            raise breaker.rejection(breaker.blocked_for() or 0.0) from None
+        finally:
+            if admitted == "trial":
+                breaker.done()
+            if breaker.storage.dirty or breaker.events:
+                await breaker.flush()
 
     async def _acquire(self, where: str) -> None:
         if self.limiter is None:
@@ -363,7 +376,8 @@ class HttpClient:
         limits = ", ".join(f"{r.requests}/{r.per:g}s" for r in self.config.rate_limits)
         wait = f" within {float(self.config.max_wait):g}s" if self.config.on_rate_limit == "wait" else ""
         raise StepError("RATE_LIMITED", f"integration '{self.id}': rate limit {limits} reached; no slot{wait} "
-                                        f"for {where}", {"integration": self.id, "retry_after": self._next_slot()})
+                                        f"for {where}",
+                        {"integration": self.id, "retry_after": self._next_slot(), "local": True})
 
     def _next_slot(self) -> float:
         """Seconds until the limiter has room again (an estimate for ``retry_after``)."""
@@ -373,7 +387,8 @@ class HttpClient:
             return 0.0
         from pyrate_limiter import RateItem
 
-        waiting = bucket.waiting(RateItem(self.id, int(time.time() * 1000)))
+        stamp = bucket.now()
+        waiting = bucket.waiting(RateItem(self.id, stamp)) if isinstance(stamp, int) else None
         return round(max(0, int(waiting)) / 1000, 3) if isinstance(waiting, int) else 0.0
 
     async def _send(self, method: str, path: str, where: str, query: Mapping[str, Any] | None,

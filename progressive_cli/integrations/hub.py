@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from progressive_cli.config.integrations import DATABASE_OPERATIONS, HttpIntegration
-from progressive_cli.errors import NotFoundError, StepError
+from progressive_cli.config.secrets import REDACTOR
+from progressive_cli.errors import NotFoundError, StepError, one_line
 from progressive_cli.mca.metrics import Tally
 from progressive_cli.store.base import StateStore
 
@@ -56,7 +57,8 @@ def with_secrets(config: Any) -> Any:
         return value
 
     try:
-        return type(config).model_validate(walk(config.model_dump(by_alias=True, exclude_none=True)))
+        # exclude_unset, not exclude_none: an explicit `retry: null` must stay null, not become the default
+        return type(config).model_validate(walk(config.model_dump(by_alias=True, exclude_unset=True)))
     except MissingSecretError as exc:
         raise StepError("STEP_ERROR", f"integration '{config.id}': {exc}; set it, or see "
                         "`progressive integrations list`", {"integration": config.id}) from None
@@ -212,9 +214,9 @@ class Integrations:
             detail = await target.ping()
             ok, error = True, None
         except StepError as exc:
-            ok, detail, error = False, exc.message, exc.kind
+            ok, detail, error = False, one_line(REDACTOR.redact(exc.message)), exc.kind
         except Exception as exc:  # a driver error the connector did not map: still one line, never a traceback
-            ok, detail, error = False, f"{type(exc).__name__}: {exc}", "NETWORK_ERROR"
+            ok, detail, error = False, one_line(REDACTOR.redact(f"{type(exc).__name__}: {exc}")), "NETWORK_ERROR"
         return {"integration": name, "type": config.type, "ok": ok, "error": error, "detail": detail,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
 

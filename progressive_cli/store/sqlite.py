@@ -598,10 +598,23 @@ class SQLiteStore:
         return out
 
     async def save_breaker(self, name: str, state: str, failures: int, successes: int, opened_at: float | None,
-                           last_error: str | None, events: list[Event] | None = None) -> None:
-        self._write([("INSERT OR REPLACE INTO breakers (name, state, failures, successes, opened_at, last_error, "
-                      "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      (name, state, failures, successes, opened_at, last_error, now()))], events)
+                           last_error: str | None, events: list[Event] | None = None, *,
+                           expected: float | bool | None = True) -> float | None:
+        """Write a breaker's row (and its events) and return its new ``updated_at``. With ``expected`` (the
+        ``updated_at`` the caller last saw, None for "no row"), the row is written only if it is unchanged
+        since; otherwise only the events are, and the result is None."""
+        t = now()
+        with self._transaction() as db:
+            if expected is not True:
+                row = db.execute("SELECT updated_at FROM breakers WHERE name = ?", (name,)).fetchone()
+                if (row[0] if row else None) != expected:
+                    _insert_events(db, events)
+                    return None
+            db.execute("INSERT OR REPLACE INTO breakers (name, state, failures, successes, opened_at, last_error, "
+                       "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (name, state, failures, successes, opened_at, last_error, t))
+            _insert_events(db, events)
+        return t
 
     async def breakers(self, prefix: str = "") -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT name, state, failures, successes, opened_at, last_error, updated_at "
