@@ -3,4 +3,5 @@
 Each server is session-scoped and started on first use; its module says how it is started.
 """
 
+from servers_mongo_chroma import *  # noqa: F403
 from servers_pg_redis import *  # noqa: F403
