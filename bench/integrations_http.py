@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from mca_http import _drive, start_server  # noqa: E402  (the same loopback server and driver)
+from mca_http import _drive, _paired, start_server  # noqa: E402  (the same loopback server and driver)
 
 TARGET_RATIO = 1.3
 TARGET_REJECT_US = 20.0
@@ -53,18 +53,6 @@ def _hub(url: str, concurrency: int, store: Any) -> Any:
         "timeout": 30, "max_connections": concurrency, "rate_limits": [{"requests": 1_000_000, "per": "1s"}],
         "circuit_breaker": {"fail_max": 5, "reset_timeout": "30s"}, "retry": {"max_attempts": 3}}]})
     return Integrations(config.integrations, store)
-
-
-async def _paired(raw: Any, ours: Any, calls: int, concurrency: int, block: int) -> tuple[float, float]:
-    """Seconds per call of raw and api_call, run in alternating blocks (ABBA)."""
-    spent = {"raw": 0.0, "ours": 0.0}
-    blocks = max(1, calls // block)
-    for i in range(blocks):
-        order = (("raw", raw), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("raw", raw))
-        for name, call in order:
-            spent[name] += await _drive(call, block, concurrency)
-    done = blocks * block
-    return spent["raw"] / done, spent["ours"] / done
 
 
 async def _overhead(base: str, calls: int, concurrency: int, rounds: int, store: Any) -> dict[str, list[float]]:
@@ -90,9 +78,9 @@ async def _overhead(base: str, calls: int, concurrency: int, rounds: int, store:
     await _drive(ours, 200, concurrency)
     for _ in range(rounds):
         for key, width in (("seq", 1), ("conc", concurrency)):
-            r, o = await _paired(raw, ours, calls, width, block=max(50, calls // 8))
-            samples[f"raw_{key}"].append(r * 1e6)
-            samples[f"ours_{key}"].append(o * 1e6)
+            raw_rate, our_rate = await _paired(raw, ours, calls, width, block=max(50, calls // 8))
+            samples[f"raw_{key}"].append(1e6 / raw_rate)
+            samples[f"ours_{key}"].append(1e6 / our_rate)
     await raw_client.aclose()
     await hub.close()
     return samples

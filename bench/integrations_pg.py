@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from mca_http import _drive  # noqa: E402
+from mca_http import _drive, _paired  # noqa: E402
 from servers_pg_redis import PgServer  # noqa: E402  (the test suite's embedded PostgreSQL)
 
 TARGET_RATIO = 1.3
@@ -89,17 +89,11 @@ async def _measure(dsn: str, calls: int, concurrency: int, rounds: int, store: A
     samples: dict[str, list[float]] = {k: [] for k in ("raw_seq", "ours_seq", "raw_conc", "ours_conc")}
     for call in (raw_one, raw_pooled, ours):
         await _drive(call, 200, concurrency)
-    block = max(50, calls // 8)
     for _ in range(rounds):
         for key_name, raw, width in (("seq", raw_one, 1), ("conc", raw_pooled, concurrency)):
-            spent = {"raw": 0.0, "ours": 0.0}
-            blocks = max(1, calls // block)
-            for i in range(blocks):
-                order = (("raw", raw), ("ours", ours)) if i % 2 == 0 else (("ours", ours), ("raw", raw))
-                for name, call in order:
-                    spent[name] += await _drive(call, block, width)
-            samples[f"raw_{key_name}"].append(spent["raw"] / (blocks * block) * 1e6)
-            samples[f"ours_{key_name}"].append(spent["ours"] / (blocks * block) * 1e6)
+            raw_rate, our_rate = await _paired(raw, ours, calls, width, block=max(50, calls // 8))
+            samples[f"raw_{key_name}"].append(1e6 / raw_rate)
+            samples[f"ours_{key_name}"].append(1e6 / our_rate)
     await hub.close()
     await conn.close()
     await pool.close()

@@ -26,7 +26,8 @@ from typing import Any
 
 import pybreaker
 
-from progressive_cli.errors import StepError
+from progressive_cli.config.secrets import REDACTOR
+from progressive_cli.errors import StepError, one_line
 from progressive_cli.store.base import Event, StateStore
 
 SYNC_EVERY = 1.0
@@ -146,7 +147,9 @@ class IntegrationBreaker(pybreaker.CircuitBreakerListener):
             "failures": self.storage.counter, "last_error": self.last_error}, subject=self.name))
 
     def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
-        self.last_error = f"{exc.kind}: {exc.message}" if isinstance(exc, StepError) else type(exc).__name__
+        # masked here, once: rejections quote it on every call while the breaker is open
+        text = f"{exc.kind}: {exc.message}" if isinstance(exc, StepError) else type(exc).__name__
+        self.last_error = one_line(REDACTOR.redact(text))
 
     # --- state ---------------------------------------------------------------------------------------
     @property

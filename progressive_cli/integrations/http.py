@@ -275,7 +275,8 @@ class HttpClient:
             except StepError as exc:
                 if attempt >= attempts or not self._retryable(exc):
                     exc.details.setdefault("attempts", attempt)
-                    raise _scrubbed(exc) from None
+                    # a rejection quotes only our own, already masked, text: no regex on the fast path
+                    raise (exc if exc.kind == "CIRCUIT_BREAKER_OPEN" else _scrubbed(exc)) from None
                 assert policy is not None
                 wait = exc.details.get("retry_after")
                 delay = min(float(wait), float(policy.max_retry_after)) if isinstance(wait, int | float) \
