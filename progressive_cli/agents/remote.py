@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -268,7 +267,6 @@ class HttpAgent:
         if self._client is None or self._loop is not loop:
             import httpx
 
-            _no_sniffio_lookups()
             connections = self.agent.concurrency * len(self.agent.endpoints)
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
@@ -372,18 +370,6 @@ class HttpAgent:
             return True, f"HTTP {response.status_code}"
         snippet = _snippet(response.content)
         return False, f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
-
-
-def _no_sniffio_lookups() -> None:
-    """httpcore runs ``import sniffio`` several times per request; when sniffio is not installed each of
-    those is a failed import that searches all of sys.path (about a third of a loopback call's time,
-    bench/mca_http.py). Recording the absence once makes the import fail at once, as it would anyway."""
-    if "sniffio" in sys.modules:
-        return
-    try:
-        import sniffio  # noqa: F401
-    except ImportError:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 async def _read_capped(response: Any, agent_id: str) -> bytes:

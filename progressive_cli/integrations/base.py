@@ -90,36 +90,82 @@ def unknown_params(params: Mapping[str, Any], allowed: set[str], integration: st
                                                  f"expected {', '.join(sorted(allowed))}")
 
 
+def check_run(connector: Connector, operation: str, params: Any, read_only: bool, *,
+              scrub: Callable[[str], str] | None = None) -> None:
+    """The checks a ``run`` starts with: a known operation and params that are a mapping (else
+    STEP_ERROR), and no write in a read-only run (else DATABASE_ERROR with reason ``read_only``;
+    *scrub*, if given, cleans that error's message)."""
+    name = connector.name
+    if operation not in connector.operations:
+        raise bad_params(name, operation, f"unknown operation; expected one of {', '.join(connector.operations)}")
+    if not isinstance(params, Mapping):
+        raise bad_params(name, operation, f"params must be a mapping, got {type(params).__name__}")
+    if read_only and operation in connector.writes:
+        message = (f"{name}.{operation}: refused: '{operation}' writes and this run is read-only; "
+                   "pass --write to allow it")
+        raise StepError("DATABASE_ERROR", message if scrub is None else scrub(message),
+                        {"integration": name, "operation": operation, "reason": "read_only"})
+
+
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _decimal(value: decimal.Decimal) -> int | float | None:
+    if not value.is_finite():
+        return None
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _b64(value: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(bytes(value)).decode()
+
+
+def _iso(value: _dt.date | _dt.time) -> str:
+    return value.isoformat()
+
+
+_CONVERT: dict[type, Callable[[Any], Any]] = {
+    float: _float, decimal.Decimal: _decimal, _dt.datetime: _iso, _dt.date: _iso, _dt.time: _iso,
+    _dt.timedelta: lambda v: v.total_seconds(), bytes: _b64, bytearray: _b64, memoryview: _b64, uuid.UUID: str,
+}
+
+
 def jsonable(value: Any) -> Any:
     """Database values as JSON: Decimal -> int or float, dates -> ISO 8601, bytes -> base64, UUID and
-    ObjectId (anything else) -> str. NaN and infinities become None (JSON has no such numbers)."""
-    if value is None or isinstance(value, bool | int | str):
+    ObjectId (anything else) -> str. NaN and infinities become None (JSON has no such numbers).
+    Exact types are looked up first: a query's rows go through here, and its cost is measured."""
+    kind = type(value)
+    if kind in _PLAIN:
         return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+    convert = _CONVERT.get(kind)
+    if convert is not None:
+        return convert(value)
+    if kind is dict:
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN else jsonable(v) for v in value]
+    # subclasses and other containers
+    if isinstance(value, bool | int | str):
+        return value
+    for base, convert in _CONVERT.items():
+        if isinstance(value, base):
+            return convert(value)
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            return None
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
-        return value.isoformat()
-    if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, uuid.UUID):
-        return str(value)
     if hasattr(value, "tolist"):  # numpy arrays and scalars (chromadb)
         return jsonable(value.tolist())
     return str(value)
 
 
-__all__ = ["DB_ERROR_KINDS", "Connector", "Embed", "bad_params", "jsonable", "require", "unknown_params"]
+__all__ = ["DB_ERROR_KINDS", "Connector", "Embed", "bad_params", "check_run", "jsonable", "require",
+           "unknown_params"]

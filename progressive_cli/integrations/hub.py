@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from progressive_cli.config.integrations import DATABASE_OPERATIONS, HttpIntegration
+from progressive_cli.config.integrations import HttpIntegration
 from progressive_cli.config.secrets import REDACTOR
 from progressive_cli.errors import NotFoundError, StepError, one_line
 from progressive_cli.mca.metrics import Tally
@@ -183,11 +183,10 @@ class Integrations:
 
     async def db_call(self, name: str, operation: str, params: Mapping[str, Any], *,
                       read_only: bool = False) -> Any:
-        config = self.config(name, http=False)
-        if operation not in DATABASE_OPERATIONS[config.type]:
-            raise StepError("STEP_ERROR", f"{config.type} integration '{name}' has no operation '{operation}'; "
-                            f"expected one of: {', '.join(DATABASE_OPERATIONS[config.type])}", {"integration": name})
-        connector = self.connector(name)
+        connector = self._connectors.get(name) or self.connector(name)
+        if operation not in connector.operations:
+            raise StepError("STEP_ERROR", f"{connector.type} integration '{name}' has no operation '{operation}'; "
+                            f"expected one of: {', '.join(connector.operations)}", {"integration": name})
         if read_only and operation in connector.writes:
             raise StepError("STEP_ERROR", f"{name}.{operation} writes; it needs --write", {"integration": name})
         started = time.perf_counter()
@@ -199,7 +198,8 @@ class Integrations:
                                   f"{exc.kind}: {exc.message}")
             raise
         finally:
-            await self._maybe_flush()
+            if self.store is not None and time.monotonic() - self._flushed_at > FLUSH_EVERY:
+                await self.flush()
         self._tally(name).add(True, (time.perf_counter() - started) * 1000, time.time(), None)
         return result
 

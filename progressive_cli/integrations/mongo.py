@@ -23,7 +23,7 @@ from pymongo import AsyncMongoClient
 
 from progressive_cli.config.secrets import REDACTOR, MissingSecretError, resolve
 from progressive_cli.errors import StepError, one_line
-from progressive_cli.integrations.base import Connector, Embed, bad_params, jsonable, require, unknown_params
+from progressive_cli.integrations.base import Connector, Embed, bad_params, check_run, jsonable, require, unknown_params
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -112,13 +112,7 @@ class MongoConnector(Connector):
 
     # ---------------------------------------------------------------------------------- contract
     async def run(self, operation: str, params: Mapping[str, Any], *, read_only: bool = False) -> Any:
-        if operation not in self.operations:
-            raise bad_params(self.name, operation, f"unknown operation; expected one of {', '.join(self.operations)}")
-        if not isinstance(params, Mapping):
-            raise bad_params(self.name, operation, f"params must be a mapping, got {type(params).__name__}")
-        if read_only and operation in self.writes:
-            raise self._error("DATABASE_ERROR", f"{self.name}.{operation}: refused: '{operation}' writes and this "
-                              "run is read-only; pass --write to allow it", operation=operation, reason="read_only")
+        check_run(self, operation, params, read_only, scrub=self._scrub)
         handler = getattr(self, f"_op_{operation}")
         try:
             return await handler(params, read_only)

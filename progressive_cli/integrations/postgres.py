@@ -45,6 +45,8 @@ from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
@@ -103,7 +105,8 @@ async def _usable(conn: Conn) -> bool:
     wake-up of its worker on every checkout, which doubled the time of a query.)"""
     if conn.closed or conn.broken:
         return False
-    if time.monotonic() - _last_used.get(conn, 0.0) <= IDLE_CHECK and not _readable(conn):
+    idle = time.monotonic() - _last_used.get(conn, 0.0)
+    if idle <= IDLE_CHECK and not _readable(conn):
         return True
     try:
         await conn.execute("SELECT 1")
@@ -117,6 +120,28 @@ def _readable(conn: Conn) -> bool:
         return bool(select.select([conn.pgconn.socket], [], [], 0)[0])
     except (OSError, ValueError, psycopg.Error):
         return True
+
+
+_ONE_STATEMENT = frozenset({"sql", "params"})
+
+
+class _NumericLoader(Loader):
+    """``numeric`` straight to what :func:`jsonable` would make of the Decimal: an int when integral,
+    else a float, None for NaN and infinities. Skips the Decimal (and its conversion) on every value."""
+
+    def load(self, data: Buffer) -> int | float | None:
+        text = bytes(data)
+        if b"." not in text and b"e" not in text and b"N" not in text and b"I" not in text:
+            return int(text)
+        number = float(text)
+        if not math.isfinite(number):
+            return None
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+
+
+async def _configure(conn: Conn) -> None:
+    """Run by the pool once for each new connection."""
+    conn.adapters.register_loader("numeric", _NumericLoader)
 
 
 class _Stale(Exception):
@@ -158,19 +183,17 @@ class PostgresConnector(Connector):
         for fresh in (False, True):
             pool = await self._get_pool(operation)
             try:
-                async with self._connection(pool) as conn:
-                    if not await _usable(conn):
-                        raise _Stale
+                hot = self._take_hot(pool)
+                if hot is not None:
                     try:
-                        if read_only:
-                            results = await self._read_only(conn, statements)
-                        elif len(statements) > 1 or operation == "transaction":
-                            async with conn.transaction():
-                                results = [await self._execute(conn, sql, args) for sql, args in statements]
-                        else:  # autocommit: one round trip
-                            results = [await self._execute(conn, *statements[0])]
+                        results = await self._perform(hot, operation, statements, read_only)
                     finally:
-                        _last_used[conn] = time.monotonic()
+                        self._hot_busy = False
+                        if hot.broken or hot.closed:
+                            await self._release_hot(pool)
+                else:
+                    async with self._connection(pool) as conn:
+                        results = await self._perform(conn, operation, statements, read_only)
                 break
             except _Stale:
                 await self._drop(pool)  # nothing was sent: the operation runs on a new pool
@@ -205,21 +228,35 @@ class PostgresConnector(Connector):
             await _close(pool)
 
     # --- connections --------------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _connection(self, pool: _Pool) -> AsyncIterator[Conn]:
-        """A connection for one operation. One connection stays leased from the pool (the "hot" one)
-        and serves any operation while it is free, without a pool checkout; concurrent operations get
-        theirs from the pool. Steps mostly run one after another, and a psycopg_pool checkout and
-        return costs about as much as a short query's own client-side work."""
+    async def _perform(self, conn: Conn, operation: str, statements: list[Statement],
+                       read_only: bool) -> list[tuple[list[Any] | None, int]]:
+        if not await _usable(conn):
+            raise _Stale
+        try:
+            if read_only:
+                return await self._read_only(conn, statements)
+            if len(statements) > 1 or operation == "transaction":
+                async with conn.transaction():
+                    return [await self._execute(conn, sql, args) for sql, args in statements]
+            return [await self._execute(conn, *statements[0])]  # autocommit: one round trip
+        finally:
+            _last_used[conn] = time.monotonic()
+
+    def _take_hot(self, pool: _Pool) -> Conn | None:
+        """The leased ("hot") connection if it is free. One connection stays leased from the pool and
+        serves any operation while it is free, without a pool checkout; concurrent operations get theirs
+        from the pool. Steps mostly run one after another, and a psycopg_pool checkout and return cost
+        about as much as a short query's own client-side work."""
         hot = self._hot
         if hot is not None and not self._hot_busy and self._hot_pool is pool and not hot.broken:
             self._hot_busy = True
-            try:
-                yield hot
-            finally:
-                self._hot_busy = False
-            return
-        if hot is None and self._hot_pool is None:
+            return hot
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, pool: _Pool) -> AsyncIterator[Conn]:
+        """A pooled connection for one operation; the first one taken becomes the hot one."""
+        if self._hot is None and self._hot_pool is None:
             self._hot_pool = pool  # claimed before the await: a concurrent first call uses the pool
             try:
                 conn = await pool.getconn()
@@ -245,6 +282,11 @@ class PostgresConnector(Connector):
 
     # --- parameters ---------------------------------------------------------------------------------
     def _statements(self, operation: str, params: Mapping[str, Any]) -> list[Statement]:
+        if operation != "transaction" and type(params) is dict and params.keys() <= _ONE_STATEMENT:
+            sql, args = params.get("sql"), params.get("params")  # the common, well-formed case, cheaply
+            if type(sql) is str and sql.strip() and (args is None or type(args) in (list, tuple, dict)) \
+                    and operation in self.operations:
+                return [(sql, _bind(args))]
         name = self.name
         if operation not in self.operations:
             raise bad_params(name, operation, f"unknown operation; expected one of {', '.join(self.operations)}")
@@ -337,7 +379,7 @@ class PostgresConnector(Connector):
                 str(self.config.dsn), open=False, name=f"progressive-{self.name}",
                 min_size=min_size, max_size=max(int(self.config.pool.max_size), min_size, 1),
                 kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": max(2, math.ceil(timeout))},
-                timeout=timeout,
+                configure=_configure, timeout=timeout,
             )
             try:
                 await pool.open(wait=True, timeout=timeout)

@@ -28,7 +28,7 @@ from chromadb.config import Settings
 
 from progressive_cli.config.secrets import REDACTOR
 from progressive_cli.errors import StepError, one_line
-from progressive_cli.integrations.base import Connector, Embed, bad_params, jsonable, require, unknown_params
+from progressive_cli.integrations.base import Connector, Embed, bad_params, check_run, jsonable, require, unknown_params
 
 DEFAULT_K = 5
 MAX_K = 10_000
@@ -119,14 +119,7 @@ class VectorConnector(Connector):
 
     # ---------------------------------------------------------------------------------- contract
     async def run(self, operation: str, params: Mapping[str, Any], *, read_only: bool = False) -> Any:
-        if operation not in self.operations:
-            raise bad_params(self.name, operation, f"unknown operation; expected one of {', '.join(self.operations)}")
-        if not isinstance(params, Mapping):
-            raise bad_params(self.name, operation, f"params must be a mapping, got {type(params).__name__}")
-        if read_only and operation in self.writes:
-            raise StepError("DATABASE_ERROR", f"{self.name}.{operation}: refused: '{operation}' writes and this run "
-                            "is read-only; pass --write to allow it",
-                            {"integration": self.name, "operation": operation, "reason": "read_only"})
+        check_run(self, operation, params, read_only)
         if operation == "add":
             return await self._add(params)
         if operation == "search":
@@ -210,6 +203,16 @@ class VectorConnector(Connector):
             raise bad_params(self.name, op, f"'metadatas' has {len(metas)} entries for {count} ids")
         return [dict(m) for m in metas]
 
+    def _records(self, params: Mapping[str, Any], op: str) -> tuple[
+            str, list[str], list[list[float]] | None, list[str] | None, list[dict[str, Any]] | None]:
+        """The params of ``add`` and ``update``: the collection's name, the ids, and their embeddings,
+        documents and metadatas (each None when not given)."""
+        unknown_params(params, {"collection", "ids", "embeddings", "documents", "metadatas"}, self.name, op)
+        name = self._collection_name(params, op)
+        ids = self._ids(params, op)
+        return (name, ids, self._embeddings(params, op, len(ids)), self._texts(params, op, len(ids)),
+                self._metadatas(params, op, len(ids)))
+
     def _where(self, params: Mapping[str, Any], op: str) -> dict[str, Any] | None:
         if params.get("where") is None:
             return None
@@ -241,12 +244,7 @@ class VectorConnector(Connector):
     # -------------------------------------------------------------------------------- operations
     async def _add(self, params: Mapping[str, Any]) -> dict[str, Any]:
         op = "add"
-        unknown_params(params, {"collection", "ids", "embeddings", "documents", "metadatas"}, self.name, op)
-        name = self._collection_name(params, op)
-        ids = self._ids(params, op)
-        embeddings = self._embeddings(params, op, len(ids))
-        documents = self._texts(params, op, len(ids))
-        metadatas = self._metadatas(params, op, len(ids))
+        name, ids, embeddings, documents, metadatas = self._records(params, op)
         if embeddings is None:
             if documents is None:
                 raise bad_params(self.name, op, "embeddings are required: pass 'embeddings' (or 'documents' with "
@@ -258,12 +256,8 @@ class VectorConnector(Connector):
             existing = set(collection.get(ids=ids, include=[])["ids"])
             keep = [n for n, i in enumerate(ids) if i not in existing]
             if keep:
-                collection.add(
-                    ids=[ids[n] for n in keep],
-                    embeddings=[embeddings[n] for n in keep],
-                    documents=None if documents is None else [documents[n] for n in keep],
-                    metadatas=None if metadatas is None else [metadatas[n] for n in keep],
-                )
+                collection.add(**_kept(keep, ids=ids, embeddings=embeddings, documents=documents,
+                                       metadatas=metadatas))
             result: dict[str, Any] = {"added": len(keep)}
             if existing:
                 result["existing"] = [i for i in ids if i in existing]
@@ -314,12 +308,7 @@ class VectorConnector(Connector):
 
     async def _update(self, params: Mapping[str, Any]) -> dict[str, Any]:
         op = "update"
-        unknown_params(params, {"collection", "ids", "embeddings", "documents", "metadatas"}, self.name, op)
-        name = self._collection_name(params, op)
-        ids = self._ids(params, op)
-        embeddings = self._embeddings(params, op, len(ids))
-        documents = self._texts(params, op, len(ids))
-        metadatas = self._metadatas(params, op, len(ids))
+        name, ids, embeddings, documents, metadatas = self._records(params, op)
         if embeddings is None and documents is None and metadatas is None:
             raise bad_params(self.name, op, "pass at least one of 'embeddings', 'documents' or 'metadatas'")
         if embeddings is None and documents is not None:
@@ -333,12 +322,8 @@ class VectorConnector(Connector):
             found = set(collection.get(ids=ids, include=[])["ids"])
             keep = [n for n, i in enumerate(ids) if i in found]
             if keep:
-                collection.update(
-                    ids=[ids[n] for n in keep],
-                    embeddings=None if embeddings is None else [embeddings[n] for n in keep],
-                    documents=None if documents is None else [documents[n] for n in keep],
-                    metadatas=None if metadatas is None else [metadatas[n] for n in keep],
-                )
+                collection.update(**_kept(keep, ids=ids, embeddings=embeddings, documents=documents,
+                                          metadatas=metadatas))
             result: dict[str, Any] = {"updated": len(keep)}
             if len(keep) < len(ids):
                 result["missing"] = [i for i in ids if i not in found]
@@ -363,6 +348,12 @@ class VectorConnector(Connector):
             return {"deleted": len(matched)}
 
         return await self._call(op, work)
+
+
+def _kept(keep: list[int], **columns: list[Any] | None) -> dict[str, list[Any] | None]:
+    """Each column's entries at the indexes in *keep*, as keyword arguments of a Chroma ``add`` or
+    ``update`` (a column that is None stays None: not given)."""
+    return {key: None if values is None else [values[n] for n in keep] for key, values in columns.items()}
 
 
 def _http_sessions(client: Any) -> list[httpx.Client]:

@@ -6,12 +6,11 @@ import asyncio
 import datetime as dt
 import gc
 import re
-import socket
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from connectors import closed_port, fails, go
 
 from progressive_cli.config.integrations import MongoIntegration
 from progressive_cli.errors import StepError
@@ -27,29 +26,6 @@ def make(uri: str, *, database: str | None = None, timeout: float = 2.0) -> Mong
         "database": database or f"t_{uuid.uuid4().hex[:16]}",
     })
     return MongoConnector(config)
-
-
-def go(conn: MongoConnector, body: Callable[[MongoConnector], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        try:
-            return await body(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(main())
-
-
-async def fails(coro: Awaitable[Any], kind: str) -> StepError:
-    with pytest.raises(StepError) as info:
-        await coro
-    assert info.value.kind == kind, info.value.message
-    return info.value
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 PEOPLE = [

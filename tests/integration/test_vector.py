@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from connectors import closed_port, fails, go
 
 # imports chromadb (slow: once per session)
 from progressive_cli.config.integrations import VectorIntegration
-from progressive_cli.errors import StepError
 from progressive_cli.integrations.vector import VectorConnector
 
 ID = "vec-test"
@@ -65,23 +64,6 @@ def make(request) -> Callable[..., VectorConnector]:
         return lambda embed=None, **kw: VectorConnector(vector_config(path=path, **kw), embed=embed)
     server = request.getfixturevalue("chroma_server")
     return lambda embed=None, **kw: VectorConnector(vector_config(server=server, **kw), embed=embed)
-
-
-def go(conn: VectorConnector, body: Callable[[VectorConnector], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        try:
-            return await body(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(main())
-
-
-async def fails(coro: Awaitable[Any], kind: str) -> StepError:
-    with pytest.raises(StepError) as info:
-        await coro
-    assert info.value.kind == kind, info.value.message
-    return info.value
 
 
 class FakeEmbedder:
@@ -332,10 +314,7 @@ def test_http_server_stopped_then_restarted(chroma_http_server):
 
 
 def test_http_server_that_never_answered():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    conn = VectorConnector(vector_config(server=("127.0.0.1", port)))
+    conn = VectorConnector(vector_config(server=("127.0.0.1", closed_port())))
 
     async def body(c: VectorConnector) -> None:
         await fails(c.ping(), "NETWORK_ERROR")
