@@ -14,7 +14,7 @@ import contextlib
 import importlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from progressive_cli.config.integrations import HttpIntegration
@@ -40,6 +40,19 @@ class _Tally(Tally):
     def __init__(self) -> None:
         super().__init__()
         self.counters = {"rate_limited": 0, "breaker_opens": 0, "retries": 0, "rejected": 0}
+
+
+EXTRAS = {"postgres": "postgres", "redis": "redis", "mongodb": "mongo", "vector": "vector"}
+"""The pip extra that brings each database type's driver."""
+
+
+@contextlib.contextmanager
+def _extra_needed(name: str, extra: str) -> Iterator[None]:
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise StepError("STEP_ERROR", f"integration '{name}' needs the '{extra}' extra (no module {exc.name!r}): "
+                        f"pip install 'progressive[{extra}]'", {"integration": name}) from None
 
 
 def with_secrets(config: Any) -> Any:
@@ -125,8 +138,9 @@ class Integrations:
         async with self._opening.setdefault(name, asyncio.Lock()):
             if name in self._clients:
                 return self._clients[name]
-            from progressive_cli.integrations.breakers import IntegrationBreaker
-            from progressive_cli.integrations.http import Counters, HttpClient
+            with _extra_needed(name, "http"):
+                from progressive_cli.integrations.breakers import IntegrationBreaker
+                from progressive_cli.integrations.http import Counters, HttpClient
 
             client = HttpClient(config, breaker=None, record=self._recorder(name), counters=Counters(),
                                 sleep=self.sleep, rng=self.rng, transport=self.transport)
@@ -147,7 +161,9 @@ class Integrations:
         embedding = getattr(config, "embedding", None)
         if embedding is not None:
             embed = self._embedder(embedding)
-        connector = self._connectors[name] = getattr(importlib.import_module(module), cls)(config, embed=embed)
+        with _extra_needed(name, EXTRAS[config.type]):
+            connector_class = getattr(importlib.import_module(module), cls)
+        connector = self._connectors[name] = connector_class(config, embed=embed)
         return connector
 
     def _embedder(self, embedding: Any) -> Callable[[list[str]], Awaitable[list[list[float]]]]:

@@ -102,3 +102,19 @@ def test_validate_checks_integration_cross_references(cli, make_project) -> None
     assert any(ln.startswith("integrations.yaml:5:37:") and "health.conditions[0]" in ln for ln in lines), lines
     assert any("embedding.integration" in ln and "'pg' is a postgres database" in ln for ln in lines), lines
     assert any(ln.startswith("workflows/w.yaml:") and "SQL must be static text" in ln for ln in lines), lines
+
+
+def test_a_missing_driver_names_the_extra(monkeypatch) -> None:
+    import pytest
+
+    from progressive_cli.config.integrations import IntegrationsFile
+    from progressive_cli.errors import StepError
+    from progressive_cli.integrations import hub as hub_module
+
+    monkeypatch.setitem(hub_module.CONNECTORS, "redis", ("progressive_cli.integrations.not_installed", "X"))
+    config = IntegrationsFile.model_validate({"integrations": [{"id": "cache", "type": "redis",
+                                                                "url": "redis://127.0.0.1:1"}]})
+    with pytest.raises(StepError) as info:
+        hub_module.Integrations(config.integrations).connector("cache")
+    assert info.value.kind == "STEP_ERROR" and info.value.exit_code == 2
+    assert "pip install 'progressive[redis]'" in info.value.message
