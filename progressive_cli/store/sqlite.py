@@ -21,7 +21,7 @@ from progressive_cli.store.base import Event, Execution, Message, StepRecord, Wo
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades from version i to i + 1. Later issues append; nothing is ever edited.
 MIGRATIONS: list[str] = [
@@ -152,6 +152,28 @@ MIGRATIONS: list[str] = [
         rate_limited INTEGER NOT NULL DEFAULT 0, breaker_opens INTEGER NOT NULL DEFAULT 0,
         retries INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,
         last_error TEXT, last_call_at REAL, updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 4: the event bus. Each subscription's position in `events`, its retry queue, the dead-letter queue
+    # and its counters. A batch's handler outcomes and the position move in one transaction.
+    """
+    CREATE TABLE bus_offsets (
+        subscription TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE bus_retries (
+        subscription TEXT NOT NULL, event_seq INTEGER NOT NULL, attempts INTEGER NOT NULL,
+        next_at REAL NOT NULL, error TEXT, PRIMARY KEY (subscription, event_seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX bus_retries_due ON bus_retries (subscription, next_at);
+    CREATE TABLE dead_letters (
+        id TEXT PRIMARY KEY, subscription TEXT NOT NULL, event_seq INTEGER NOT NULL, event_id TEXT NOT NULL,
+        type TEXT NOT NULL, error TEXT, attempts INTEGER NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE INDEX dead_letters_created ON dead_letters (created_at);
+    CREATE TABLE bus_metrics (
+        subscription TEXT PRIMARY KEY, processed INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0,
+        dead_lettered INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
 ]
@@ -475,6 +497,129 @@ class SQLiteStore:
         ).fetchall()
         return [Event(seq=r[0], id=r[1], type=r[2], source=r[3], subject=r[4], execution_id=r[5], time=r[6],
                       data=json.loads(r[7])) for r in rows]
+
+    async def publish(self, events: list[Event]) -> int:
+        """Append events in one transaction; the highest ``seq`` now in the table."""
+        with self._transaction() as db:
+            _insert_events(db, events)
+            return int(db.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+
+    async def get_events(self, seqs: list[int]) -> dict[int, Event]:
+        out: dict[int, Event] = {}
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start:start + 500]
+            rows = self.db.execute(
+                "SELECT seq, id, type, source, subject, execution_id, time, data FROM events "
+                f"WHERE seq IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+            for r in rows:
+                out[r[0]] = Event(seq=r[0], id=r[1], type=r[2], source=r[3], subject=r[4], execution_id=r[5],
+                                  time=r[6], data=json.loads(r[7]))
+        return out
+
+    # --- event bus: offsets, retry queue, dead letters -----------------------------------------------
+    async def bus_offset(self, subscription: str) -> int | None:
+        row = self.db.execute("SELECT seq FROM bus_offsets WHERE subscription = ?", (subscription,)).fetchone()
+        return None if row is None else int(row[0])
+
+    async def bus_commit(self, subscription: str, *, offset: int | None, done: list[int],
+                         retries: list[tuple[int, int, float, str]], dead: list[tuple[Event, int, str]],
+                         counts: dict[str, int]) -> None:
+        """One batch's outcome in one transaction: the new offset (None: unchanged), retry-queue rows done
+        (deleted) or (re)scheduled ((seq, attempts, next_at, error)), dead letters ((event, attempts, error);
+        their retry rows go), and counter deltas."""
+        t = now()
+        with self._transaction() as db:
+            if offset is not None:
+                db.execute("INSERT INTO bus_offsets VALUES (?, ?, ?) ON CONFLICT (subscription) DO UPDATE SET "
+                           "seq = max(seq, excluded.seq), updated_at = excluded.updated_at", (subscription, offset, t))
+            gone = done + [e.seq for e, _, _ in dead if e.seq is not None]
+            if gone:
+                db.executemany("DELETE FROM bus_retries WHERE subscription = ? AND event_seq = ?",
+                               [(subscription, seq) for seq in gone])
+            if retries:
+                db.executemany("INSERT OR REPLACE INTO bus_retries VALUES (?, ?, ?, ?, ?)",
+                               [(subscription, seq, attempts, at, error) for seq, attempts, at, error in retries])
+            if dead:
+                db.executemany("INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               [(new_id(), subscription, e.seq, e.id, e.type, error, attempts, t)
+                                for e, attempts, error in dead])
+            if any(counts.values()):
+                names = ("processed", "failed", "retried", "dead_lettered", "skipped")
+                sums = ", ".join(f"{n} = {n} + excluded.{n}" for n in names)
+                db.execute(f"INSERT INTO bus_metrics (subscription, {', '.join(names)}, updated_at) "
+                           f"VALUES (?, {', '.join('?' * len(names))}, ?) ON CONFLICT (subscription) DO UPDATE SET "
+                           f"{sums}, updated_at = excluded.updated_at",
+                           (subscription, *(counts.get(n, 0) for n in names), t))
+
+    async def due_retries(self, subscription: str, at: float, limit: int) -> list[tuple[int, int]]:
+        """(event seq, attempts so far) of retry-queue rows due by ``at``, oldest first."""
+        rows = self.db.execute("SELECT event_seq, attempts FROM bus_retries WHERE subscription = ? AND next_at <= ? "
+                               "ORDER BY next_at, event_seq LIMIT ?", (subscription, at, limit)).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    async def bus_status(self) -> list[dict[str, Any]]:
+        """Per subscription: offset, lag behind the newest event, retry-queue and DLQ depth, counters."""
+        newest = int(self.db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+        names = [r[0] for r in self.db.execute(
+            "SELECT subscription FROM bus_offsets UNION SELECT subscription FROM bus_retries "
+            "UNION SELECT subscription FROM dead_letters UNION SELECT subscription FROM bus_metrics ORDER BY 1")]
+        out = []
+        for name in names:
+            offset = self.db.execute("SELECT seq FROM bus_offsets WHERE subscription = ?", (name,)).fetchone()
+            m = self.db.execute("SELECT processed, failed, retried, dead_lettered, skipped FROM bus_metrics "
+                                "WHERE subscription = ?", (name,)).fetchone() or (0, 0, 0, 0, 0)
+            out.append({
+                "subscription": name, "offset": offset[0] if offset else 0,
+                "lag": newest - (offset[0] if offset else 0),
+                "retry_queue": self.db.execute("SELECT count(*) FROM bus_retries WHERE subscription = ?",
+                                               (name,)).fetchone()[0],
+                "dead_letters": self.db.execute("SELECT count(*) FROM dead_letters WHERE subscription = ?",
+                                                (name,)).fetchone()[0],
+                **dict(zip(("processed", "failed", "retried", "dead_lettered", "skipped"), m, strict=True)),
+            })
+        return out
+
+    async def dead_letters(self, *, subscription: str | None = None, limit: int = 100,
+                           letter_id: str | None = None) -> list[dict[str, Any]]:
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if subscription:
+            where.append("d.subscription = ?")
+            params.append(subscription)
+        if letter_id:
+            where.append("substr(d.id, 1, ?) = ?")
+            params.extend((len(letter_id), letter_id))
+        rows = self.db.execute(
+            "SELECT d.id, d.subscription, d.event_seq, d.event_id, d.type, d.error, d.attempts, d.created_at, e.data, "
+            f"e.time FROM dead_letters d LEFT JOIN events e ON e.seq = d.event_seq WHERE {' AND '.join(where)} "
+            "ORDER BY d.created_at DESC LIMIT ?", (*params, limit)).fetchall()
+        names = ("id", "subscription", "event_seq", "event_id", "type", "error", "attempts", "created_at", "data",
+                 "event_time")
+        out = [dict(zip(names, r, strict=True)) for r in rows]
+        for row in out:
+            row["data"] = json.loads(row["data"]) if row["data"] is not None else None
+        return out
+
+    async def replay_dead_letters(self, ids: list[str] | None, at: float) -> int:
+        """Move dead letters (all of them with ``ids`` None) back to their subscription's retry queue, due
+        at ``at`` with a fresh attempt count; the number moved."""
+        with self._transaction() as db:
+            where, params = ("", ()) if ids is None else (
+                f" WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids))
+            rows = db.execute(f"SELECT id, subscription, event_seq FROM dead_letters{where}", params).fetchall()
+            db.executemany("INSERT OR REPLACE INTO bus_retries VALUES (?, ?, 0, ?, 'replayed')",
+                           [(r[1], r[2], at) for r in rows])
+            db.executemany("DELETE FROM dead_letters WHERE id = ?", [(r[0],) for r in rows])
+        return len(rows)
+
+    async def purge_dead_letters(self, before: float | None, ids: list[str] | None = None) -> int:
+        with self._transaction() as db:
+            if ids is not None:
+                cursor = db.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids])
+            else:
+                cursor = db.execute("DELETE FROM dead_letters WHERE created_at < ?",
+                                    (float("inf") if before is None else before,))
+            return int(cursor.rowcount)
 
     # --- work queue ----------------------------------------------------------------------------------
     async def enqueue(self, kind: str, payload: dict[str, Any], available_at: float | None = None) -> str:
