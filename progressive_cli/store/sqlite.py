@@ -517,6 +517,15 @@ class SQLiteStore:
         return out
 
     # --- event bus: offsets, retry queue, dead letters -----------------------------------------------
+    async def prune_events(self, before: float) -> int:
+        """Delete events older than ``before`` (retention), except those a retry queue or the DLQ still
+        needs; the number deleted."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM events WHERE time < ? AND seq NOT IN (SELECT event_seq FROM bus_retries) "
+                "AND seq NOT IN (SELECT event_seq FROM dead_letters)", (before,))
+            return int(cursor.rowcount)
+
     async def bus_offset(self, subscription: str) -> int | None:
         row = self.db.execute("SELECT seq FROM bus_offsets WHERE subscription = ?", (subscription,)).fetchone()
         return None if row is None else int(row[0])

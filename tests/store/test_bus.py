@@ -187,3 +187,38 @@ def test_nothing_is_lost_across_a_sigkill(tmp_path) -> None:
     assert status["lag"] == 0 and status["processed"] >= 2000 - 50
     run(store.close())
     json.dumps(status)
+
+
+def test_retention_keeps_what_the_queues_still_need(tmp_path) -> None:
+    bus = bus_on(tmp_path / "state.db")
+
+    async def fail(event: Event) -> None:
+        raise StepError("API_ERROR" if event.data["n"] == 0 else "TIMEOUT", "no")
+
+    bus.subscribe(Subscription("s", ("*",), fail, from_start=True, backoff=QUICK))
+
+    async def go() -> tuple[int, list[int]]:
+        old = [Event("x", {"n": n}, time=1.0) for n in range(3)]
+        await bus.store.publish(old)
+        await bus.store.publish([Event("x", {"n": 9})])  # recent
+        await bus.pump("s")  # n=0 -> DLQ (4xx-like), the rest -> retry queue
+        pruned = await bus.store.prune_events(before=100.0)
+        left = await bus.store.list_events(limit=100)
+        return pruned, sorted(e.data["n"] for e in left)
+
+    pruned, left = run(go())
+    assert pruned == 0 and left == [0, 1, 2, 9]  # every old event is still needed by a queue
+    run(bus.store.replay_dead_letters(None, 0.0))
+    bus.subscriptions["s"].handler = _ok
+
+    async def settle() -> tuple[int, list[int]]:
+        await drain(bus, "s")
+        pruned = await bus.store.prune_events(before=100.0)
+        return pruned, sorted(e.data["n"] for e in await bus.store.list_events(limit=100))
+
+    assert run(settle()) == (3, [9])
+    run(bus.store.close())
+
+
+async def _ok(event: Event) -> None:
+    return None
