@@ -162,7 +162,7 @@ def integrations_status(
     openings per integration, from every process that used it, with its breaker's state."""
     import asyncio
 
-    from progressive_cli.integrations.breakers import breaker_name
+    from progressive_cli.integrations import breaker_name
     from progressive_cli.mca.metrics import summarise
     from progressive_cli.store import project_store
 
@@ -251,7 +251,7 @@ def integrations_call(
 
 # --- breakers -----------------------------------------------------------------------------------------
 def _breaker_rows(project: Any, stored: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
-    from progressive_cli.integrations.breakers import FOREVER, breaker_name
+    from progressive_cli.integrations import FOREVER, breaker_name
 
     timeouts = {breaker_name(i.id): float(i.circuit_breaker.reset_timeout)
                 for i in project.integrations.integrations if getattr(i, "circuit_breaker", None)}
@@ -321,7 +321,7 @@ def breakers_list(ctx: typer.Context, output: OutputOpt = None) -> None:
 
 def _integration_breaker(ctx: typer.Context, name: str) -> tuple[str, float]:
     """(breaker name, reset timeout) for an integration id or `integration:<id>`."""
-    from progressive_cli.integrations.breakers import breaker_name
+    from progressive_cli.integrations import breaker_name
 
     if name.startswith("agent:"):
         raise UsageError(f"{name}: agent instance breakers live in each calling process; they close on their "

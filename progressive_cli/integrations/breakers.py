@@ -28,16 +28,11 @@ import pybreaker
 
 from progressive_cli.config.secrets import REDACTOR
 from progressive_cli.errors import StepError, one_line
+from progressive_cli.integrations import FOREVER, breaker_name
 from progressive_cli.store.base import Event, StateStore
 
 SYNC_EVERY = 1.0
 """Seconds between re-reads of a breaker's row in the store."""
-FOREVER = 100 * 365 * 86400.0
-"""How far ahead a breaker forced open "until reset" puts its half-open time."""
-
-
-def breaker_name(integration: str) -> str:
-    return f"integration:{integration}"
 
 
 def _stamp(value: float | None) -> datetime | None:
@@ -251,4 +246,4 @@ async def operator_set(store: StateStore, name: str, state: str, *, hold: float 
     return {"breaker": name, "state": state, "previous": event.data["previous"], "opened_at": opened_at}
 
 
-__all__ = ["IntegrationBreaker", "StoreStorage", "breaker_name", "operator_set"]
+__all__ = ["IntegrationBreaker", "StoreStorage", "operator_set"]

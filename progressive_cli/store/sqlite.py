@@ -516,6 +516,36 @@ class SQLiteStore:
                                   time=r[6], data=json.loads(r[7]))
         return out
 
+    # --- health history -----------------------------------------------------------------------------
+    async def save_health(self, results: list[dict[str, Any]], before: float | None = None) -> None:
+        """Append check results ({name, status, response_ms, detail, at}); with ``before``, drop the
+        history older than that in the same transaction (retention)."""
+        with self._transaction() as db:
+            db.executemany("INSERT INTO health_results (check_name, status, response_ms, detail, at) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           [(r["name"], r["status"], r["response_ms"], r["detail"], r["at"]) for r in results])
+            if before is not None:
+                db.execute("DELETE FROM health_results WHERE at < ?", (before,))
+
+    async def health_history(self, since: float, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """Check results since ``since``, oldest first."""
+        where = "at >= ?"
+        params: list[Any] = [since]
+        if names:
+            where += f" AND check_name IN ({', '.join('?' * len(names))})"
+            params.extend(names)
+        rows = self.db.execute(f"SELECT check_name, status, response_ms, detail, at FROM health_results "
+                               f"WHERE {where} ORDER BY at, id", params).fetchall()
+        return [dict(zip(("name", "status", "response_ms", "detail", "at"), r, strict=True)) for r in rows]
+
+    async def latest_health(self) -> list[dict[str, Any]]:
+        """The newest result of every check."""
+        rows = self.db.execute(
+            "SELECT h.check_name, h.status, h.response_ms, h.detail, h.at FROM health_results h JOIN "
+            "(SELECT check_name, max(id) AS id FROM health_results GROUP BY check_name) m ON m.id = h.id "
+            "ORDER BY h.check_name").fetchall()
+        return [dict(zip(("name", "status", "response_ms", "detail", "at"), r, strict=True)) for r in rows]
+
     # --- event bus: offsets, retry queue, dead letters -----------------------------------------------
     async def prune_events(self, before: float) -> int:
         """Delete events older than ``before`` (retention), except those a retry queue or the DLQ still

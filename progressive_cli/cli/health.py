@@ -1,0 +1,206 @@
+"""`health` and `health history`: the health monitor's checks, with Nagios exit codes for cron and CI."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from progressive_cli.cli.app import OutputOpt, state
+from progressive_cli.cli.output import OutputFormat, emit, is_tty, say
+from progressive_cli.errors import ExitCode, UsageError
+
+health_app = typer.Typer(
+    help="Run the health checks (exit 0 healthy, 1 degraded, 2 unhealthy, 3 unknown), or show their history.",
+    invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None,
+)
+NAGIOS = {"healthy": 0, "degraded": 1, "unhealthy": 2, "unknown": 3}
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(health_app, name="health")
+
+
+def _ago(at: float, now: float) -> str:
+    seconds = max(0.0, now - at)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+async def run_checks(project: Any, only: list[str] | None) -> list[dict[str, Any]]:
+    """Run the checks in this process and record them (with retention) in the store."""
+    from progressive_cli.health.monitor import Monitor
+    from progressive_cli.integrations.hub import Integrations
+    from progressive_cli.mca.runtime import AgentRuntime
+    from progressive_cli.store import project_store
+
+    store = project_store(project)
+    hub = Integrations(project.integrations.integrations, store)
+    runtime = AgentRuntime(project.agents.agents, project.root, store=store)
+    try:
+        results = [r.as_dict() for r in await Monitor(project, store, hub, runtime).run(only)]
+        await store.save_health(results, before=time.time() - float(project.settings.health.history))
+        return results
+    finally:
+        try:
+            await runtime.aclose()
+            await hub.close()
+        finally:
+            await store.close()
+
+
+@health_app.callback()
+def health(
+    ctx: typer.Context,
+    check: Annotated[list[str] | None, typer.Option("--check", "-c", metavar="NAME",
+                                                    help="Only this check or group (repeat for more).")] = None,
+    fail_on: Annotated[str, typer.Option("--fail-on", metavar="degraded|unhealthy",
+                                         help="The least status that exits non-zero.")] = "degraded",
+    watch: Annotated[float | None, typer.Option("--watch", "-w", metavar="SECONDS", min=1.0,
+                                                help="Run again every SECONDS until Ctrl-C.")] = None,
+    cached: Annotated[bool, typer.Option("--cached", help="Show the newest recorded results (the daemon's) "
+                                         "and their age instead of running the checks.")] = False,
+    output: OutputOpt = None,
+) -> None:
+    """Run every health check now, in this process, and record the results: the state store, the MCA and
+    agents, each database and API, and the event bus. Exit codes follow Nagios: 0 healthy, 1 degraded,
+    2 unhealthy, 3 unknown (with --fail-on unhealthy, degraded exits 0)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import asyncio
+
+    if fail_on not in ("degraded", "unhealthy"):
+        raise UsageError(f"--fail-on {fail_on!r}: expected degraded or unhealthy")
+    project = state(ctx).project()
+    fmt = state(ctx).fmt(output)
+    while True:
+        if cached:
+            rows = _cached(ctx, check)
+        else:
+            try:
+                rows = asyncio.run(run_checks(project, check))
+            except KeyboardInterrupt:
+                raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        overall = _overall(rows)
+        if watch and is_tty(sys.stdout) and fmt is OutputFormat.table:
+            sys.stdout.write("\x1b[2J\x1b[H")
+        _show(rows, overall, fmt, cached)
+        if not watch:
+            break
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            raise typer.Exit(int(ExitCode.OK)) from None
+    code = NAGIOS[overall]
+    if fail_on == "unhealthy" and overall == "degraded":
+        code = 0
+    if code:
+        raise typer.Exit(code)
+
+
+def _overall(rows: list[dict[str, Any]]) -> str:
+    from progressive_cli.health.monitor import worst
+
+    return worst([r["status"] for r in rows]) if rows else "unknown"
+
+
+def _cached(ctx: typer.Context, only: list[str] | None) -> list[dict[str, Any]]:
+    import asyncio
+
+    from progressive_cli.store import project_store
+
+    async def read() -> list[dict[str, Any]]:
+        store = project_store(state(ctx).project())
+        try:
+            return await store.latest_health()
+        finally:
+            await store.close()
+
+    now = time.time()
+    rows = [r for r in asyncio.run(read())
+            if not only or r["name"] in only or any(r["name"].startswith(n + "/") for n in only)]
+    for row in rows:
+        row["age_s"] = round(now - row["at"], 1)
+    return rows
+
+
+def _show(rows: list[dict[str, Any]], overall: str, fmt: OutputFormat, cached: bool) -> None:
+    if fmt is not OutputFormat.table:
+        emit({"status": overall, "checks": rows}, fmt)
+        return
+    marks = {"healthy": "✓ healthy", "degraded": "! degraded", "unhealthy": "✗ unhealthy", "unknown": "? unknown"}
+    now = time.time()
+    table = [{**r, "state": marks.get(r["status"], r["status"]), "age": _ago(r["at"], now)} for r in rows]
+    columns = [("name", "CHECK"), ("state", "STATUS"), ("response_ms", "RESPONSE_MS")]
+    if cached:
+        columns.append(("age", "AGE"))
+    emit(table, fmt, columns=[*columns, ("detail", "DETAIL")])
+    say(f"overall: {marks.get(overall, overall)}", style="ok" if overall == "healthy" else "error")
+
+
+@health_app.command("history")
+def health_history(
+    ctx: typer.Context,
+    hours: Annotated[float, typer.Option("--hours", min=0.01, help="How far back to look.")] = 24.0,
+    check: Annotated[list[str] | None, typer.Option("--check", "-c", metavar="NAME")] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Per check over the window: runs, availability % (healthy or degraded), average and worst response
+    time, the last status, and a sparkline of response times on a terminal."""
+    import asyncio
+
+    from progressive_cli.store import project_store
+
+    async def read() -> list[dict[str, Any]]:
+        store = project_store(state(ctx).project())
+        try:
+            return await store.health_history(time.time() - hours * 3600, check)
+        finally:
+            await store.close()
+
+    history = asyncio.run(read())
+    rows = trends(history)
+    fmt = state(ctx).fmt(output)
+    if fmt is OutputFormat.table and is_tty(sys.stdout):
+        for row in rows:
+            row["trend"] = sparkline(row.pop("response_series"))
+        columns = [("name", "CHECK"), ("runs", "RUNS"), ("availability_pct", "AVAIL_%"), ("avg_ms", "AVG_MS"),
+                   ("max_ms", "MAX_MS"), ("last", "LAST"), ("trend", "RESPONSE TREND")]
+    else:
+        for row in rows:
+            row.pop("response_series")
+        columns = [("name", "CHECK"), ("runs", "RUNS"), ("availability_pct", "AVAIL_%"), ("avg_ms", "AVG_MS"),
+                   ("max_ms", "MAX_MS"), ("last", "LAST")]
+    emit(rows, fmt, columns=columns)
+
+
+def trends(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Availability (healthy or degraded), average and worst response time, and the series, per check."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for row in history:
+        by.setdefault(row["name"], []).append(row)
+    out = []
+    for name in sorted(by):
+        runs = by[name]
+        up = sum(1 for r in runs if r["status"] in ("healthy", "degraded"))
+        times = [float(r["response_ms"] or 0.0) for r in runs]
+        out.append({"name": name, "runs": len(runs), "availability_pct": round(100 * up / len(runs), 2),
+                    "avg_ms": round(sum(times) / len(times), 3), "max_ms": round(max(times), 3),
+                    "last": runs[-1]["status"], "response_series": times})
+    return out
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    if not values:
+        return ""
+    if len(values) > width:  # the mean of each of `width` slices
+        step = len(values) / width
+        values = [sum(s) / len(s) for s in (values[int(i * step):max(int(i * step) + 1, int((i + 1) * step))]
+                                            for i in range(width))]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - low) / span * (len(SPARKS) - 1)))] for v in values)
