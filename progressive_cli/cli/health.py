@@ -42,8 +42,11 @@ async def run_checks(project: Any, only: list[str] | None) -> list[dict[str, Any
     hub = Integrations(project.integrations.integrations, store)
     runtime = AgentRuntime(project.agents.agents, project.root, store=store)
     try:
+        from progressive_cli.health.alerts import process
+
         results = [r.as_dict() for r in await Monitor(project, store, hub, runtime).run(only)]
         await store.save_health(results, before=time.time() - float(project.settings.health.history))
+        await process(project, store, results)
         return results
     finally:
         try:

@@ -21,7 +21,7 @@ from progressive_cli.store.base import Event, Execution, Message, StepRecord, Wo
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each entry upgrades from version i to i + 1. Later issues append; nothing is ever edited.
 MIGRATIONS: list[str] = [
@@ -174,6 +174,14 @@ MIGRATIONS: list[str] = [
         subscription TEXT PRIMARY KEY, processed INTEGER NOT NULL DEFAULT 0,
         failed INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0,
         dead_lettered INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 5: health alerts. One row per check: consecutive failures and successes, and whether its alert fires.
+    """
+    CREATE TABLE alerts (
+        check_name TEXT PRIMARY KEY, firing INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+        successes INTEGER NOT NULL DEFAULT 0, fired_at REAL, notified_at REAL, resolved_at REAL,
+        status TEXT, detail TEXT, updated_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
 ]
@@ -545,6 +553,20 @@ class SQLiteStore:
             "(SELECT check_name, max(id) AS id FROM health_results GROUP BY check_name) m ON m.id = h.id "
             "ORDER BY h.check_name").fetchall()
         return [dict(zip(("name", "status", "response_ms", "detail", "at"), r, strict=True)) for r in rows]
+
+    async def load_alerts(self) -> dict[str, dict[str, Any]]:
+        names = ("check_name", "firing", "failures", "successes", "fired_at", "notified_at", "resolved_at", "status",
+                 "detail")
+        rows = self.db.execute(f"SELECT {', '.join(names)} FROM alerts").fetchall()
+        return {r[0]: dict(zip(names, r, strict=True)) for r in rows}
+
+    async def save_alerts(self, rows: list[dict[str, Any]], events: list[Event] | None = None) -> None:
+        t = now()
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(r["check_name"], int(r["firing"]), r["failures"], r["successes"], r["fired_at"],
+                             r["notified_at"], r["resolved_at"], r["status"], r["detail"], t) for r in rows])
+            _insert_events(db, events)
 
     # --- event bus: offsets, retry queue, dead letters -----------------------------------------------
     async def prune_events(self, before: float) -> int:

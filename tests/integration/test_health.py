@@ -117,3 +117,27 @@ def test_sparkline_and_trends_units() -> None:
                    {"name": "a", "status": "degraded", "response_ms": 20.0, "at": 3}])
     assert rows == [{"name": "a", "runs": 3, "availability_pct": 66.67, "avg_ms": 20.0, "max_ms": 30.0,
                      "last": "degraded", "response_series": [10.0, 30.0, 20.0]}]
+
+
+def test_an_alert_fires_once_then_resolves(cli, project, api, tmp_path) -> None:
+    p = str(project)
+    log = tmp_path / "notices.jsonl"
+    (project / "progressive.yaml").write_text(
+        "alerts:\n  failure_threshold: 2\n  success_threshold: 2\n  reminder_interval: 1h\n  sinks:\n"
+        "    - {type: log}\n    - {type: event}\n"
+        f"    - {{type: command, command: [sh, -c, 'cat >> {log}; echo >> {log}']}}\n")
+    states = [False, False, False, False, True, True, True]
+    errs = []
+    for up in states:
+        api.up = up
+        errs.append(cli("-p", p, "health", "-c", "external-apis/status-api").stderr)
+    alerts = [line for e in errs for line in e.splitlines() if line.startswith("[")]
+    assert alerts[0].startswith("[ALERT] external-apis/status-api: unhealthy:") and len(alerts) == 2
+    assert alerts[1].startswith("[RESOLVED] external-apis/status-api: healthy")
+    assert "[ALERT]" in errs[1] and "[RESOLVED]" in errs[5]  # after 2 failures, after 2 successes
+    notices = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert [n["state"] for n in notices] == ["firing", "resolved"]
+    events = [json.loads(line) for line in
+              cli("-p", p, "events", "tail", "--type", "integration.alert", "-o", "json").stdout.splitlines()]
+    assert [(e["subject"], e["data"]["state"]) for e in events] == [
+        ("external-apis/status-api", "firing"), ("external-apis/status-api", "resolved")]
