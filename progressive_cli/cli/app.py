@@ -6,6 +6,7 @@ modules, and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -103,3 +104,25 @@ def new_typer(help_text: str) -> typer.Typer:
         pretty_exceptions_enable=False,
         add_completion=False,
     )
+
+
+def with_store(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run ``use(store)`` on the project's state store, closing it whatever happens. Ctrl-C ends the
+    command quietly with exit 0 (it is how a ``--follow`` stops)."""
+    import asyncio
+
+    from progressive_cli.store import project_store
+
+    project = state(ctx).project()
+
+    async def go() -> Any:
+        store = project_store(project)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import OutputOpt, new_typer, state
+from progressive_cli.cli.app import OutputOpt, new_typer, state, with_store
 from progressive_cli.cli.output import OutputFormat, emit, say, to_json_line
 from progressive_cli.errors import ExitCode, NotFoundError, UsageError
 
@@ -21,26 +20,6 @@ dlq_app = new_typer("The dead-letter queue: events a subscription failed to hand
 def register(app: typer.Typer) -> None:
     app.add_typer(events_app, name="events")
     app.add_typer(dlq_app, name="dlq")
-
-
-def _with_store(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]]) -> Any:
-    import asyncio
-
-    from progressive_cli.store import project_store
-
-    project = state(ctx).project()
-
-    async def go() -> Any:
-        store = project_store(project)
-        try:
-            return await use(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except KeyboardInterrupt:
-        raise typer.Exit(int(ExitCode.OK)) from None  # Ctrl-C ends a --follow
 
 
 def _row(event: Any) -> dict[str, Any]:
@@ -99,7 +78,7 @@ def events_tail(
                 after = batch[-1].seq
                 show(batch, header=False)
 
-    _with_store(ctx, go)
+    with_store(ctx, go)
 
 
 @events_app.command("publish")
@@ -130,7 +109,7 @@ def events_publish(
     async def go(store: Any) -> int:
         return int(await store.publish([event]))
 
-    event.seq = _with_store(ctx, go)
+    event.seq = with_store(ctx, go)
     fmt = state(ctx).fmt(output)
     if fmt is OutputFormat.table:
         say(f"published {type_} (seq {event.seq}, id {event.id})", style="ok")
@@ -142,7 +121,7 @@ def events_publish(
 def events_status(ctx: typer.Context, output: OutputOpt = None) -> None:
     """Each subscription: its position and lag behind the newest event, retry-queue and DLQ depth, and
     events processed, failed, retried, dead-lettered and skipped (not matched)."""
-    rows = _with_store(ctx, lambda store: store.bus_status())
+    rows = with_store(ctx, lambda store: store.bus_status())
     emit(rows, state(ctx).fmt(output), columns=[
         ("subscription", "SUBSCRIPTION"), ("offset", "OFFSET"), ("lag", "LAG"), ("retry_queue", "RETRY_QUEUE"),
         ("dead_letters", "DLQ"), ("processed", "PROCESSED"), ("failed", "FAILED"), ("retried", "RETRIED"),
@@ -159,7 +138,7 @@ def dlq_list(
     output: OutputOpt = None,
 ) -> None:
     """Dead letters, newest first: the event, the subscription that failed it, the error and the attempts."""
-    rows = _with_store(ctx, lambda store: store.dead_letters(subscription=subscription, limit=limit))
+    rows = with_store(ctx, lambda store: store.dead_letters(subscription=subscription, limit=limit))
     fmt = state(ctx).fmt(output)
     if fmt is OutputFormat.table:
         from datetime import UTC, datetime
@@ -171,7 +150,7 @@ def dlq_list(
 
 
 def _one(ctx: typer.Context, letter_id: str) -> dict[str, Any]:
-    rows = _with_store(ctx, lambda store: store.dead_letters(letter_id=letter_id, limit=2))
+    rows = with_store(ctx, lambda store: store.dead_letters(letter_id=letter_id, limit=2))
     if not rows:
         raise NotFoundError(f"no dead letter '{letter_id}' (see: progressive dlq list)")
     if len(rows) > 1:
@@ -198,7 +177,7 @@ def dlq_replay(
     if bool(letter_ids) == replay_all:
         raise UsageError("give dead letter IDs or --all (not both)")
     ids = None if replay_all else [_one(ctx, i)["id"] for i in letter_ids or []]
-    moved = _with_store(ctx, lambda store: store.replay_dead_letters(ids, time.time()))
+    moved = with_store(ctx, lambda store: store.replay_dead_letters(ids, time.time()))
     _counted(ctx, output, "replayed", moved)
 
 
@@ -227,7 +206,7 @@ def dlq_purge(
         what = "every dead letter" if before is None else f"dead letters older than {older_than}"
         if not typer.confirm(f"Delete {what}?", err=True):
             raise typer.Exit(int(ExitCode.OK))
-    removed = _with_store(ctx, lambda store: store.purge_dead_letters(before))
+    removed = with_store(ctx, lambda store: store.purge_dead_letters(before))
     _counted(ctx, output, "purged", removed)
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import OutputOpt, new_typer, state
+from progressive_cli.cli.app import OutputOpt, new_typer, state, with_store
 from progressive_cli.cli.catalog import _lookup, _show
 from progressive_cli.cli.output import OutputFormat, emit, say
 from progressive_cli.errors import ExitCode, UsageError
@@ -285,29 +285,12 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(min(ts, 253402300799.0), UTC).isoformat(timespec="seconds")
 
 
-def _store_call(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]]) -> Any:
-    import asyncio
-
-    from progressive_cli.store import project_store
-
-    project = state(ctx).project()
-
-    async def go() -> Any:
-        store = project_store(project)
-        try:
-            return await use(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
-
-
 @breakers_app.command("list")
 def breakers_list(ctx: typer.Context, output: OutputOpt = None) -> None:
     """Every breaker: integrations (`integration:<id>`) and agent instances (`agent:<id>@<instance>`),
     with state, counters, when it opened, seconds to half-open and the last error."""
     project = state(ctx).project()
-    stored = _store_call(ctx, lambda store: store.breakers())
+    stored = with_store(ctx, lambda store: store.breakers())
     rows = _breaker_rows(project, stored, time.time())
     fmt = state(ctx).fmt(output)
     if fmt is not OutputFormat.table:
@@ -342,7 +325,7 @@ def breakers_reset(ctx: typer.Context, name: str = typer.Argument(..., metavar="
     from progressive_cli.integrations.breakers import operator_set
 
     breaker, _ = _integration_breaker(ctx, name)
-    result = _store_call(ctx, lambda store: operator_set(store, breaker, "closed"))
+    result = with_store(ctx, lambda store: operator_set(store, breaker, "closed"))
     _done(ctx, output, result)
 
 
@@ -366,7 +349,7 @@ def breakers_open(
         except ValueError as exc:
             raise UsageError(f"--for {hold!r}: {exc}") from None
     breaker, reset_timeout = _integration_breaker(ctx, name)
-    result = _store_call(ctx, lambda store: operator_set(store, breaker, "open", hold=seconds,
+    result = with_store(ctx, lambda store: operator_set(store, breaker, "open", hold=seconds,
                                                          reset_timeout=reset_timeout))
     _done(ctx, output, result)
 
