@@ -13,7 +13,7 @@ import typer
 
 from progressive_cli.cli.app import OutputOpt, new_typer, state, with_store
 from progressive_cli.cli.catalog import _lookup, _show
-from progressive_cli.cli.output import OutputFormat, emit, say
+from progressive_cli.cli.output import OutputFormat, emit, printable, say
 from progressive_cli.errors import ExitCode, UsageError
 
 integrations_app = new_typer("External APIs and databases (integrations.yaml).")
@@ -130,12 +130,9 @@ def integrations_test(
 
     async def check(hub: Any, _store: Any) -> list[dict[str, Any]]:
         async def one(item: Any) -> dict[str, Any]:
-            if not item.enabled:
-                return {"integration": item.id, "type": item.type, "ok": False, "error": "DISABLED",
-                        "detail": "enabled: false in integrations.yaml", "latency_ms": None}
             try:
                 async with asyncio.timeout(timeout):
-                    return await hub.test(item.id)
+                    return await hub.test(item.id, allow_disabled=bool(names))
             except TimeoutError:
                 return {"integration": item.id, "type": item.type, "ok": False, "error": "TIMEOUT",
                         "detail": f"no answer within {timeout:g}s", "latency_ms": round(timeout * 1000, 3)}
@@ -228,6 +225,8 @@ def integrations_call(
         key, sep, value = item.partition(":")
         if not sep or not key.strip():
             raise UsageError(f"--header {item!r}: expected 'NAME: VALUE'")
+        if not item.isascii() or any(c in item for c in "\r\n\0"):
+            raise UsageError(f"--header {item!r}: headers are ASCII on one line")
         headers[key.strip()] = value.strip()
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
@@ -244,13 +243,13 @@ def integrations_call(
         if isinstance(payload, dict | list):
             emit(payload, OutputFormat.json)
         elif payload is not None:
-            sys.stdout.write(f"{payload}\n")
+            sys.stdout.write(printable(str(payload)) + "\n")
     else:
         emit(response, fmt)
 
 
 # --- breakers -----------------------------------------------------------------------------------------
-def _breaker_rows(project: Any, stored: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+def _breaker_rows(project: Any, stored: list[dict[str, Any]], now: float, table: bool) -> list[dict[str, Any]]:
     from progressive_cli.integrations import FOREVER, breaker_name
 
     timeouts = {breaker_name(i.id): float(i.circuit_breaker.reset_timeout)
@@ -266,14 +265,16 @@ def _breaker_rows(project: Any, stored: list[dict[str, Any]], now: float) -> lis
     out = []
     for name in sorted(rows):
         row = rows[name]
-        half_open_in = None
+        half_open_in, held = None, False
         if row["state"] == "open" and row["opened_at"] is not None:
             left = row["opened_at"] + timeouts.get(name, 0.0) - now
-            half_open_in = "held" if left > FOREVER / 2 else round(max(0.0, left), 1)
+            held = left > FOREVER / 2
+            half_open_in = None if held else round(max(0.0, left), 1)
         symbol = {"closed": "● closed", "open": "○ open", "half-open": "◐ half-open"}.get(row["state"], row["state"])
         out.append({"breaker": name, "state": row["state"], "display": symbol, "failures": row["failures"],
                     "successes": row["successes"], "opened_at": _iso(row["opened_at"]),
-                    "half_open_in_s": half_open_in, "last_error": row["last_error"]})
+                    "half_open_in_s": "held" if held and table else half_open_in, "held_open": held,
+                    "last_error": row["last_error"]})
     return out
 
 
@@ -291,8 +292,8 @@ def breakers_list(ctx: typer.Context, output: OutputOpt = None) -> None:
     with state, counters, when it opened, seconds to half-open and the last error."""
     project = state(ctx).project()
     stored = with_store(ctx, lambda store: store.breakers())
-    rows = _breaker_rows(project, stored, time.time())
     fmt = state(ctx).fmt(output)
+    rows = _breaker_rows(project, stored, time.time(), fmt is OutputFormat.table)
     if fmt is not OutputFormat.table:
         for row in rows:
             row.pop("display")
@@ -348,6 +349,8 @@ def breakers_open(
             seconds = parse_duration(hold)
         except ValueError as exc:
             raise UsageError(f"--for {hold!r}: {exc}") from None
+        if seconds <= 0:
+            raise UsageError(f"--for {hold!r}: must be longer than 0s")
     breaker, reset_timeout = _integration_breaker(ctx, name)
     result = with_store(ctx, lambda store: operator_set(store, breaker, "open", hold=seconds,
                                                          reset_timeout=reset_timeout))
@@ -395,6 +398,6 @@ def db(
     if fmt is OutputFormat.table and isinstance(result, list) and result and all(isinstance(r, dict) for r in result):
         emit(result, fmt)
     elif fmt is OutputFormat.table and not isinstance(result, dict | list):
-        sys.stdout.write(f"{'' if result is None else result}\n")
+        sys.stdout.write(printable("" if result is None else str(result)) + "\n")
     else:
         emit(result, OutputFormat.json if fmt is OutputFormat.table else fmt)

@@ -53,6 +53,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+_UNPRINTABLE = {c: None for c in (*range(0, 9), 11, 12, *range(14, 32), 0x7F)}
+
+
+def printable(text: str) -> str:
+    """Text from a server or a database for the terminal: known secrets masked, and control characters
+    (an ANSI escape that would restyle or move the cursor) dropped; newlines and tabs stay."""
+    return REDACTOR.redact(text).translate(_UNPRINTABLE)
+
+
 def to_json_line(data: Any) -> str:
     return json.dumps(REDACTOR.redact_data(data), default=str, ensure_ascii=False, separators=(",", ":"))
 

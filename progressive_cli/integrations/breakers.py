@@ -162,6 +162,19 @@ class IntegrationBreaker(pybreaker.CircuitBreakerListener):
         left = opened.timestamp() + self.cb.reset_timeout - (time.time() if now is None else now)
         return left if left > 0 else None
 
+    def snapshot(self) -> tuple[tuple[str, int, int, float | None], int, bool]:
+        return self.storage.snapshot(), len(self.events), self.storage.dirty
+
+    def restore(self, snap: tuple[tuple[str, int, int, float | None], int, bool]) -> None:
+        """Undo what one call did to the breaker: a call cancelled before the server answered (Ctrl-C, a
+        step timeout) says nothing about the server, but pybreaker counts it as a success (it would close
+        a half-open breaker and reset a failure streak)."""
+        (state, failures, successes, opened_at), events, dirty = snap
+        self.storage.load(state, failures, successes, opened_at)
+        self.storage.dirty = dirty
+        del self.events[events:]
+        self.cb._state = self.cb._create_new_state(state)
+
     def admit(self) -> str | None:
         """Whether a call may go through now: ``"call"`` (closed), ``"trial"`` (it becomes this process's
         one half-open trial; call ``done()`` when it ends), or None (rejected)."""

@@ -273,7 +273,8 @@ class HttpClient:
             try:
                 response = await self._once(method, path, where, query, headers, json_body, data)
             except StepError as exc:
-                if attempt >= attempts or not self._retryable(exc):
+                tripped = self.breaker is not None and self.breaker.state == "open"
+                if attempt >= attempts or not self._retryable(exc) or tripped:
                     exc.details.setdefault("attempts", attempt)
                     # a rejection quotes only our own, already masked, text: no regex on the fast path
                     raise (exc if exc.kind == "CIRCUIT_BREAKER_OPEN" else _scrubbed(exc)) from None
@@ -341,19 +342,25 @@ class HttpClient:
                     headers: dict[str, str], json_body: Any, data: Any) -> dict[str, Any]:
         breaker = self.breaker
         if breaker is None:
+            request = self._build(method, path, where, query, headers, json_body, data)
             async with self.slots:
                 await self._acquire(where)
-                return await self._send(method, path, where, query, headers, json_body, data)
+                return await self._send(request, where)
         await breaker.sync()
         admitted = breaker.admit()
         if admitted is None:
             self.counters.rejected += 1
             raise breaker.rejection(breaker.blocked_for())
+        request = self._build(method, path, where, query, headers, json_body, data)  # bad input: not counted
+        snap = breaker.snapshot()
         try:
             async with self.slots:
                 await self._acquire(where)
                 with breaker.cb.calling():
-                    return await self._send(method, path, where, query, headers, json_body, data)
+                    return await self._send(request, where)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            breaker.restore(snap)
+            raise
         except pybreaker.CircuitBreakerError:
             # it opened between the check above and this call (another task's failure)
             self.counters.rejected += 1
@@ -392,13 +399,34 @@ class HttpClient:
         waiting = bucket.waiting(RateItem(self.id, stamp)) if isinstance(stamp, int) else None
         return round(max(0, int(waiting)) / 1000, 3) if isinstance(waiting, int) else 0.0
 
-    async def _send(self, method: str, path: str, where: str, query: Mapping[str, Any] | None,
-                    headers: dict[str, str], json_body: Any, data: Any) -> dict[str, Any]:
+    def _build(self, method: str, path: str, where: str, query: Mapping[str, Any] | None,
+               headers: dict[str, str], json_body: Any, data: Any) -> httpx.Request:
+        """The request, or a STEP_ERROR for input that cannot make one (a header with a newline or
+        non-ASCII text, a bad URL): the caller's mistake, never counted against the server. A query
+        string written in ``path`` is kept and merged with ``query`` and the auth parameters (httpx
+        would replace it)."""
+        try:
+            url = httpx.URL(path)
+            params = httpx.QueryParams(url.query.decode())
+            for key, value in (_params(query) or {}).items():
+                params = params.merge({key: value})
+            if path and "?" in path:
+                path = path.split("?", 1)[0]
+            return self.client.build_request(method, path, params=params or None, headers=headers,
+                                             json=json_body, data=data)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, UnicodeEncodeError,
+                ValueError, TypeError) as exc:
+            raise StepError("STEP_ERROR", f"integration '{self.id}': {where}: cannot make the request: "
+                            f"{_reason(exc)}", {"integration": self.id}) from None
+
+    async def _send(self, request: httpx.Request, where: str) -> dict[str, Any]:
         started = time.perf_counter()
         error: StepError | None = None
         try:
-            response = await self.client.request(method, path, params=_params(query), headers=headers,
-                                                 json=json_body, data=data)
+            response = await self.client.send(request)
+        except (httpx.LocalProtocolError, UnicodeEncodeError) as exc:  # found while sending (auth headers)
+            raise StepError("STEP_ERROR", f"integration '{self.id}': {where}: cannot make the request: "
+                            f"{_reason(exc)}", {"integration": self.id}) from None
         except httpx.TimeoutException as exc:
             phase = type(exc).__name__.replace("Timeout", "").lower() or "request"
             error = StepError("TIMEOUT", f"integration '{self.id}': {where} timed out ({phase})",

@@ -97,7 +97,7 @@ class Integrations:
         self._flushed_at = time.monotonic()
 
     # --- lookups -----------------------------------------------------------------------------------
-    def config(self, name: str, *, http: bool | None = None) -> Any:
+    def config(self, name: str, *, http: bool | None = None, allow_disabled: bool = False) -> Any:
         """Integration ``name``'s config with its secrets resolved; a typed error if it cannot serve."""
         ready = self._ready.get(name)
         if ready is not None and (http is None or http == isinstance(ready, HttpIntegration)):
@@ -112,7 +112,7 @@ class Integrations:
         if http is False and isinstance(config, HttpIntegration):
             raise StepError("STEP_ERROR", f"integration '{name}' is an http API, not a database",
                             {"integration": name})
-        if not config.enabled:
+        if not config.enabled and not allow_disabled:
             raise StepError("STEP_ERROR", f"integration '{name}' is disabled (enabled: false in integrations.yaml)",
                             {"integration": name})
         ready = self._ready[name] = with_secrets(config)
@@ -191,8 +191,11 @@ class Integrations:
                        idempotent: bool | None = None) -> dict[str, Any]:
         client = await self.http(name)
         try:
-            return await client.request(method, path, query=query, headers=headers, json_body=json_body, data=data,
-                                        idempotent=idempotent)
+            response = await client.request(method, path, query=query, headers=headers, json_body=json_body,
+                                            data=data, idempotent=idempotent)
+            # a server may echo a key or token back (a query-string key in a "self" link): the response
+            # becomes a step output, stored and printed, so known secrets are masked in it too
+            return REDACTOR.redact_data(response)
         finally:
             self._collect(name, client)
             await self._maybe_flush()
@@ -219,11 +222,14 @@ class Integrations:
         self._tally(name).add(True, (time.perf_counter() - started) * 1000, time.time(), None)
         return result
 
-    async def test(self, name: str) -> dict[str, Any]:
-        """Live connectivity: the http health request (with its conditions) or the database ping."""
+    async def test(self, name: str, *, allow_disabled: bool = False) -> dict[str, Any]:
+        """Live connectivity: the http health request (with its conditions) or the database ping. With
+        ``allow_disabled`` a disabled integration is checked too (an operator named it)."""
         config = self.configs[name] if name in self.configs else self.config(name)
         started = time.perf_counter()
         try:
+            if allow_disabled:
+                self.config(name, allow_disabled=True)  # cached ready: the calls below find it
             # made first (drivers imported) so that the latency is the server's, not the import's
             target = await self.http(name) if isinstance(config, HttpIntegration) else self.connector(name)
             started = time.perf_counter()

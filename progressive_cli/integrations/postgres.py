@@ -386,6 +386,9 @@ class PostgresConnector(Connector):
             except psycopg.Error as exc:
                 await pool.close()
                 raise await self._error(exc, pool, operation, False) from None
+            except BaseException:  # cancelled (Ctrl-C, a step timeout): its workers must not outlive us
+                await asyncio.shield(pool.close(timeout=1.0))
+                raise
             pool.guard = loop.create_task(_close_on_cancel(pool), name=f"progressive-{self.name}-pool-guard")
             self._pool = pool
             return pool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -367,3 +368,32 @@ def test_a_pool_left_open_does_not_keep_asyncio_run_from_returning(postgres_dsn)
     conn = make(postgres_dsn, min_size=2)
     for n in range(3):  # never closed: the pool resets the returned connection as the loop ends
         assert asyncio.run(conn.run("query", {"sql": "SELECT %s::int AS n", "params": [n]})) == [{"n": n}]
+
+
+def test_a_cancelled_connect_leaves_nothing_running(tmp_path):
+    """Found in review: Ctrl-C (or a step timeout) during the pool's first connect left psycopg_pool's
+    workers running, and asyncio.run() waited for them forever."""
+    import threading
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)  # accepts at the TCP level, never answers
+    port = hole.getsockname()[1]
+    conn = make(f"postgresql://postgres@127.0.0.1:{port}/postgres", timeout=5.0)
+    outcome: list[str] = []
+
+    def main() -> None:
+        async def go() -> None:
+            try:
+                await asyncio.wait_for(conn.run("query", {"sql": "SELECT 1"}), 0.5)
+            except TimeoutError:
+                outcome.append("cancelled")
+
+        asyncio.run(go())
+        outcome.append("returned")
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    thread.join(15)
+    hole.close()
+    assert outcome == ["cancelled", "returned"], "asyncio.run() did not return after the cancelled connect"
