@@ -22,6 +22,17 @@ SPARKS = "▁▂▃▄▅▆▇█"
 
 def register(app: typer.Typer) -> None:
     app.add_typer(health_app, name="health")
+    app.command("metrics")(metrics)
+
+
+def metrics(ctx: typer.Context) -> None:
+    """Print the state store as Prometheus text exposition: executions and steps by status, queue depths
+    (work queue, event-bus retries, DLQ, lag), breaker states, integration and agent call counters, and the
+    newest health check results. For a node_exporter textfile collector: progressive metrics > x.prom."""
+    from progressive_cli.cli.app import with_store
+    from progressive_cli.health.prometheus import exposition
+
+    sys.stdout.write(with_store(ctx, exposition))
 
 
 def _ago(at: float, now: float) -> str:

@@ -524,6 +524,16 @@ class SQLiteStore:
                                   time=r[6], data=json.loads(r[7]))
         return out
 
+    async def counts(self) -> dict[str, Any]:
+        """Totals for monitoring: executions by workflow and status, steps by type and status, queue depth."""
+        return {
+            "executions": [dict(zip(("workflow", "status", "count"), r, strict=True)) for r in self.db.execute(
+                "SELECT workflow, status, count(*) FROM executions GROUP BY workflow, status ORDER BY 1, 2")],
+            "steps": [dict(zip(("type", "status", "count"), r, strict=True)) for r in self.db.execute(
+                "SELECT type, status, count(*) FROM steps GROUP BY type, status ORDER BY 1, 2")],
+            "queue": int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0]),
+        }
+
     # --- health history -----------------------------------------------------------------------------
     async def save_health(self, results: list[dict[str, Any]], before: float | None = None) -> None:
         """Append check results ({name, status, response_ms, detail, at}); with ``before``, drop the
