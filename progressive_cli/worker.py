@@ -204,10 +204,10 @@ class Worker:
 
     # --- the loop ------------------------------------------------------------------------------------
     async def serve(self, *, drain: bool = False, lock: WorkerLock | None = None,
-                    stop: asyncio.Event | None = None) -> None:
+                    stop: asyncio.Event | None = None, grace: float = 0.0) -> None:
         """Work the queue until ``stop`` is set or, with ``drain``, until nothing is left that this worker
-        could run. On the way out, runs still going are stopped and their items given back (the next
-        worker resumes them; completed steps are not run again)."""
+        could run. On the way out, runs still going get ``grace`` seconds to finish; then they are stopped
+        and their items given back (the next worker resumes them; completed steps are not run again)."""
         stop = stop or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
         running: dict[asyncio.Task[None], WorkItem] = {}
@@ -242,6 +242,9 @@ class Worker:
                     await asyncio.wait([stopping], timeout=self.poll_interval)
         finally:
             stopping.cancel()
+            if running and grace > 0 and stop.is_set():
+                self.log(f"waiting up to {grace:g}s for {len(running)} run(s) in flight")
+                await asyncio.wait(list(running), timeout=grace)
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)

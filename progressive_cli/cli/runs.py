@@ -541,8 +541,43 @@ def executions_retry(
     _continue(ctx, execution_id, from_step, output, retry=True)
 
 
+daemon_app = new_typer("The daemon: the worker, workflow triggers, health checks and the event bus in one process.")
+
+
+@daemon_app.command("run")
+def daemon_run(ctx: typer.Context) -> None:
+    """Run the daemon in the foreground (for systemd and containers): work the queue, fire cron, interval
+    and event triggers, run the health checks every health.interval with alerts, pump the event bus,
+    apply retention. SIGTERM or Ctrl-C: the runs in flight get daemon.grace seconds, then it exits 0.
+    Exits 5 if a daemon or worker already works this store."""
+    import asyncio
+
+    from progressive_cli.daemon import Daemon
+    from progressive_cli.worker import Worker, WorkerLock, worker_paths
+
+    project, store, engine = _engine(ctx, quiet=True)
+    lock = WorkerLock(worker_paths(store, project.root)[0])
+    if not lock.acquire(wait=1.0):
+        _run(store.close())
+        raise UnavailableError(f"a daemon or worker (pid {lock.holder()}) already works {store.url}")
+    settings = project.settings.daemon
+    worker = Worker(store, engine, concurrency=settings.workers, poll_interval=settings.poll_interval)
+    engine.on_event = worker.on_event
+    daemon = Daemon(project, store, engine, worker, write=worker.write)
+
+    async def go() -> None:
+        try:
+            await daemon.run()
+        finally:
+            lock.release()
+            await store.close()
+
+    asyncio.run(go())
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(run_app, name="run")
     app.add_typer(executions_app, name="executions")
     app.command("worker")(worker_command)
+    app.add_typer(daemon_app, name="daemon")
 

@@ -81,6 +81,8 @@ class DaemonSettings(Model):
     workers: int = Field(4, ge=1, le=256)
     """Workflow runs executed at once."""
     poll_interval: Duration = 1.0
+    grace: Duration = 30.0
+    """On SIGTERM, how long the runs in flight may go on before they are stopped at a step boundary."""
     retention: Duration = 604800.0
     """How long finished executions and events are kept (7 days)."""
 
