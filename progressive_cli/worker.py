@@ -133,9 +133,10 @@ class WorkerLock:
         return int(text) if text.isdigit() else None
 
 
-def spawn_worker(root: Path, log: Path, global_args: list[str]) -> subprocess.Popen[bytes]:
-    """Start ``progressive worker --drain`` for the project at ``root``, detached from this process (its
-    own session, so Ctrl-C here does not reach it), output appended to ``log``. A caller that outlives it
+def spawn_worker(root: Path, log: Path, global_args: list[str],
+                 command: tuple[str, ...] = ("worker", "--drain")) -> subprocess.Popen[bytes]:
+    """Start ``progressive worker --drain`` (or ``command``) for the project at ``root``, detached from this
+    process (its own session, so Ctrl-C here does not reach it), output appended to ``log``. A caller that outlives it
     should ``poll()`` it now and then: until reaped, a dead child is a zombie, and a zombie's pid looks
     alive, which would keep its items from the next worker until their leases lapse."""
 
@@ -146,11 +147,11 @@ def spawn_worker(root: Path, log: Path, global_args: list[str]) -> subprocess.Po
                 os.replace(log, log.with_name(log.name + ".1"))
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "progressive_cli", "-p", str(root), *global_args, "worker", "--drain"],
+                [sys.executable, "-m", "progressive_cli", "-p", str(root), *global_args, *command],
                 cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
     except OSError as exc:
-        raise UnavailableError(f"cannot start a worker (log {log}): {exc.strerror or exc}") from None
+        raise UnavailableError(f"cannot start {command[0]} (log {log}): {exc.strerror or exc}") from None
     return proc
 
 

@@ -3,6 +3,7 @@
 import contextlib
 import enum
 import sys
+import time
 from typing import Annotated, Any
 
 import typer
@@ -551,6 +552,7 @@ def daemon_run(ctx: typer.Context) -> None:
     apply retention. SIGTERM or Ctrl-C: the runs in flight get daemon.grace seconds, then it exits 0.
     Exits 5 if a daemon or worker already works this store."""
     import asyncio
+    import os
 
     from progressive_cli.daemon import Daemon
     from progressive_cli.worker import Worker, WorkerLock, worker_paths
@@ -564,6 +566,9 @@ def daemon_run(ctx: typer.Context) -> None:
     worker = Worker(store, engine, concurrency=settings.workers, poll_interval=settings.poll_interval)
     engine.on_event = worker.on_event
     daemon = Daemon(project, store, engine, worker, write=worker.write)
+    pidfile = _pidfile(project)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{os.getpid()}\n")
 
     async def go() -> None:
         try:
@@ -572,7 +577,124 @@ def daemon_run(ctx: typer.Context) -> None:
             lock.release()
             await store.close()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    finally:
+        with contextlib.suppress(OSError):
+            if pidfile.read_text().strip() == str(os.getpid()):
+                pidfile.unlink()
+
+
+def _pidfile(project: Any) -> Any:
+    from pathlib import Path
+
+    path = Path(project.settings.daemon.pidfile)
+    return path if path.is_absolute() else project.root / path
+
+
+def _daemon_pid(project: Any) -> int | None:
+    """The pid in the daemon's pidfile if that process is alive (and not a zombie), else None."""
+    import os
+
+    try:
+        pid = int(_pidfile(project).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return None
+    except OSError:
+        pass
+    return pid
+
+
+@daemon_app.command("start")
+def daemon_start(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option("--wait", min=0.5, help="Seconds to wait for it to start.")] = 15.0,
+) -> None:
+    """Start the daemon in the background, logging to daemon.logfile; exits 5 if one is already running."""
+    from pathlib import Path
+
+    from progressive_cli.worker import spawn_worker
+
+    project = state(ctx).project()
+    pid = _daemon_pid(project)
+    if pid is not None:
+        raise UnavailableError(f"a daemon is already running (pid {pid}, pidfile {_pidfile(project)})")
+    log = Path(project.settings.daemon.logfile)
+    log = log if log.is_absolute() else project.root / log
+    args = [arg for key, value in state(ctx).overrides.items() for arg in ("--set", f"{key}={value}")]
+    proc = spawn_worker(project.root, log, args, command=("daemon", "run"))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise UnavailableError(f"the daemon exited at once ({proc.returncode}): {tail[0] if tail else log}")
+        if _daemon_pid(project) == proc.pid:
+            say(f"daemon started: pid {proc.pid}, log {log}", style="ok")
+            return
+        time.sleep(0.1)
+    raise UnavailableError(f"the daemon (pid {proc.pid}) did not start within {wait:g}s; see {log}")
+
+
+@daemon_app.command("stop")
+def daemon_stop(
+    ctx: typer.Context,
+    wait: Annotated[float | None, typer.Option(
+        "--wait", min=0.5, help="Seconds to wait (default: daemon.grace + 10).")] = None,
+) -> None:
+    """Stop the background daemon with SIGTERM (runs in flight get daemon.grace to finish) and wait for it."""
+    import os
+    import signal
+
+    project = state(ctx).project()
+    pid = _daemon_pid(project)
+    if pid is None:
+        say("no daemon is running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    limit = wait if wait is not None else float(project.settings.daemon.grace) + 10.0
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if _daemon_pid(project) is None:
+            say(f"daemon stopped (pid {pid})", style="ok")
+            return
+        time.sleep(0.1)
+    raise UnavailableError(f"the daemon (pid {pid}) is still running after {limit:g}s")
+
+
+@daemon_app.command("status")
+def daemon_status(ctx: typer.Context, output: OutputOpt = None) -> None:
+    """Whether the daemon runs (pid, since when), and its queue and newest health results; exits 5 if it
+    does not run."""
+    import asyncio
+
+    from progressive_cli.store import project_store
+
+    project = state(ctx).project()
+    pid = _daemon_pid(project)
+
+    async def read() -> tuple[int, list[dict[str, Any]]]:
+        store = project_store(project)
+        try:
+            return await store.queue_depth(), await store.latest_health()
+        finally:
+            await store.close()
+
+    depth, health = asyncio.run(read())
+    since = _pidfile(project).stat().st_mtime if pid is not None else None
+    newest = max((h["at"] for h in health), default=None)
+    data = {"running": pid is not None, "pid": pid,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else None,
+            "queue_depth": depth,
+            "health_age_s": round(time.time() - newest, 1) if newest else None,
+            "pidfile": str(_pidfile(project))}
+    emit(data, state(ctx).fmt(output))
+    if pid is None:
+        raise typer.Exit(int(ExitCode.UNAVAILABLE))
 
 
 def register(app: typer.Typer) -> None:

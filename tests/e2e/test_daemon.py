@@ -127,3 +127,23 @@ def test_sigkill_mid_run_then_restart_resumes_without_losing_steps(project, tmp_
     completed = [e["data"]["key"] for e in events if e["type"] == "step.completed"]
     assert completed == ["first", "pause", "last"]  # `first` ran once: the restart resumed after it
     assert done["outputs"] == {"first": "one", "last": "done"}
+
+
+def test_background_start_status_stop(project) -> None:
+    (project / "workflows" / "tick.yaml").unlink()
+    assert cli(project, "daemon", "status").returncode == 5
+    started = cli(project, "daemon", "start")
+    try:
+        assert started.returncode == 0 and "daemon started: pid" in started.stderr
+        again = cli(project, "daemon", "start")
+        assert again.returncode == 5 and "already running" in again.stderr
+        status = json.loads(cli(project, "daemon", "status", "-o", "json").stdout)
+        assert status["running"] and status["pid"] and status["queue_depth"] == 0
+        run = cli(project, "run", "workflow", "slow", "--detach")
+        assert f"worker pid {status['pid']} runs it" in run.stderr  # the daemon is the worker
+    finally:
+        stopped = cli(project, "daemon", "stop")
+    assert stopped.returncode == 0 and "daemon stopped" in stopped.stderr
+    assert cli(project, "daemon", "status").returncode == 5
+    assert not (project / ".progressive" / "daemon.pid").exists()
+    assert "daemon stopped" in (project / ".progressive" / "daemon.log").read_text()
