@@ -42,8 +42,10 @@ BUS_EVERY = 1.0
 
 class Daemon:
     def __init__(self, project: Any, store: Any, engine: Any, worker: Any, *,
-                 write: Callable[[str], None]) -> None:
+                 write: Callable[[str], None], reload: Callable[[], Any] | None = None) -> None:
         self.project = project
+        self.reload_project = reload
+        """Loads and validates the project again (SIGHUP); raises ConfigError when it is invalid."""
         self.store = store
         self.engine = engine
         self.worker = worker
@@ -51,6 +53,7 @@ class Daemon:
         self.bus = Bus(store, rng=random.Random())
         self.stop = asyncio.Event()
         self.scheduler: Any = None
+        self._trigger_jobs: list[str] = []
 
     def log(self, message: str) -> None:
         self.worker.log(message)
@@ -77,6 +80,12 @@ class Daemon:
         from progressive_cli.config.cron import apscheduler_fields
         from progressive_cli.engine.expressions import compile_condition
 
+        for job_id in self._trigger_jobs:
+            with contextlib.suppress(Exception):
+                self.scheduler.remove_job(job_id)
+        self._trigger_jobs = []
+        for sub in [s for s in self.bus.subscriptions if s.startswith("trigger:")]:
+            del self.bus.subscriptions[sub]
         for name, workflow in self.project.workflows.items():
             for n, trigger in enumerate(workflow.triggers):
                 key = f"{name}#{n}:{trigger.type}"
@@ -92,6 +101,7 @@ class Daemon:
                 else:
                     job_trigger = IntervalTrigger(seconds=float(trigger.every))
                 self.scheduler.add_job(self.queue_run, job_trigger, args=[name, dict(trigger.inputs), key], id=key)
+                self._trigger_jobs.append(key)
 
     def _on_event(self, workflow: str, inputs: dict[str, Any], key: str) -> Callable[[Event], Any]:
         async def handle(event: Event) -> None:
@@ -128,6 +138,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signalled, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.scheduler = AsyncIOScheduler(job_defaults=JOB_DEFAULTS, timezone="UTC")
         health = self.project.settings.health
         self.scheduler.add_job(self.health_job, "interval", seconds=float(health.interval), id="health",
@@ -146,6 +157,24 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.engine.aclose()
             self.log("daemon stopped")
+
+    def reload(self) -> bool:
+        """SIGHUP: load and validate the project again; if it is valid, use its workflows and triggers from
+        now on (runs in flight keep the definition they started with); if not, keep the old one."""
+        if self.reload_project is None:
+            return False
+        from progressive_cli.errors import ProgressiveError
+
+        try:
+            project = self.reload_project()
+        except ProgressiveError as exc:
+            self.log(f"reload refused, the running config is kept: {exc.message}")
+            return False
+        self.project = project
+        self.engine.workflows = project.workflows
+        self._schedule_triggers()
+        self.log(f"reloaded: {len(project.workflows)} workflow(s), {len(self._trigger_jobs)} scheduled trigger(s)")
+        return True
 
     def _signalled(self, sig: int) -> None:
         self.log(f"{signal.Signals(sig).name}: no new work; finishing the runs in flight")

@@ -549,7 +549,8 @@ daemon_app = new_typer("The daemon: the worker, workflow triggers, health checks
 def daemon_run(ctx: typer.Context) -> None:
     """Run the daemon in the foreground (for systemd and containers): work the queue, fire cron, interval
     and event triggers, run the health checks every health.interval with alerts, pump the event bus,
-    apply retention. SIGTERM or Ctrl-C: the runs in flight get daemon.grace seconds, then it exits 0.
+    apply retention. SIGHUP reloads the project after validating it (an invalid one is refused and the
+    old one kept). SIGTERM or Ctrl-C: the runs in flight get daemon.grace seconds, then it exits 0.
     Exits 5 if a daemon or worker already works this store."""
     import asyncio
     import os
@@ -565,7 +566,12 @@ def daemon_run(ctx: typer.Context) -> None:
     settings = project.settings.daemon
     worker = Worker(store, engine, concurrency=settings.workers, poll_interval=settings.poll_interval)
     engine.on_event = worker.on_event
-    daemon = Daemon(project, store, engine, worker, write=worker.write)
+    def reload() -> Any:
+        from progressive_cli.config.project import load_project
+
+        return load_project(project.root, overrides=state(ctx).overrides)
+
+    daemon = Daemon(project, store, engine, worker, write=worker.write, reload=reload)
     pidfile = _pidfile(project)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     pidfile.write_text(f"{os.getpid()}\n")

@@ -147,3 +147,25 @@ def test_background_start_status_stop(project) -> None:
     assert cli(project, "daemon", "status").returncode == 5
     assert not (project / ".progressive" / "daemon.pid").exists()
     assert "daemon stopped" in (project / ".progressive" / "daemon.log").read_text()
+
+
+def test_sighup_reloads_a_valid_config_and_refuses_an_invalid_one(project, tmp_path) -> None:
+    tick = project / "workflows" / "tick.yaml"
+    good = tick.read_text()
+    tick.unlink()
+    log = tmp_path / "daemon.log"
+    daemon = start(project, log)
+    try:
+        wait_for(lambda: "daemon started" in log.read_text())
+        tick.write_text("name: tick\nsteps:\n  - {id: t, type: transform, value: ${{ nope( }}\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in log.read_text())
+        assert daemon.poll() is None  # it goes on with the old config
+        tick.write_text(good)
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded: 2 workflow(s), 1 scheduled trigger(s)" in log.read_text())
+        wait_for(lambda: [e for e in executions(project) if e["workflow"] == "tick" and e["status"] == "completed"])
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    assert "workflows/tick.yaml:3:" in log.read_text()  # the refusal names the file and line
