@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -289,7 +290,7 @@ class SQLiteStore:
         except (OSError, sqlite3.Error) as exc:
             raise UnavailableError(f"cannot open the state store {path}: {exc}") from None
         try:
-            self._prepare(durability)
+            self._prepare_patiently(durability, busy_timeout)
         except sqlite3.DatabaseError as exc:
             self.db.close()
             if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
@@ -322,6 +323,22 @@ class SQLiteStore:
                 "upgrade progressive, or point state.url at another file"
             )
         return int(version)
+
+    def _prepare_patiently(self, durability: str, busy_timeout: float) -> None:
+        """``_prepare``, tried again while another process holds the lock: switching a new file to WAL
+        fails at once with "database is locked" (SQLite's busy handler does not cover it) when several
+        processes open a new store together, e.g. two `run --detach` at the same moment."""
+        deadline = time.monotonic() + busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                self._prepare(durability)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     def _prepare(self, durability: str) -> None:
         db = self.db

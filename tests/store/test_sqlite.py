@@ -479,3 +479,23 @@ def test_integration_metrics_merge_from_several_processes(tmp_path):
     assert (row["rate_limited"], row["breaker_opens"], row["retries"], row["rejected"]) == (2, 1, 4, 0)
     assert row["last_error"] == "API_ERROR: 503" and row["last_call_at"] == 10.0
     run(store.close())
+
+
+def test_many_processes_creating_the_store_at_once_all_succeed(tmp_path):
+    """Switching a new file to WAL fails at once with "database is locked" while another process migrates
+    it (SQLite's busy handler does not cover that); opening retries it instead."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.db"
+    import time
+
+    code = ("import asyncio, sys, time; from pathlib import Path; from progressive_cli.store.sqlite import SQLiteStore; "
+            "time.sleep(max(0, float(sys.argv[2]) - time.time())); "  # all open at the same moment
+            "s = SQLiteStore(Path(sys.argv[1])); asyncio.run(s.close())")
+    at = str(time.time() + 1.0)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), at], stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    results = [(p.wait(60), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
+    assert pragma(path, "user_version") == SCHEMA_VERSION
