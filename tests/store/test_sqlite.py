@@ -490,7 +490,8 @@ def test_many_processes_creating_the_store_at_once_all_succeed(tmp_path):
     path = tmp_path / "state.db"
     import time
 
-    code = ("import asyncio, sys, time; from pathlib import Path; from progressive_cli.store.sqlite import SQLiteStore; "
+    code = ("import asyncio, sys, time; from pathlib import Path; "
+            "from progressive_cli.store.sqlite import SQLiteStore; "
             "time.sleep(max(0, float(sys.argv[2]) - time.time())); "  # all open at the same moment
             "s = SQLiteStore(Path(sys.argv[1])); asyncio.run(s.close())")
     at = str(time.time() + 1.0)
