@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import time
@@ -42,14 +43,13 @@ BUS_EVERY = 1.0
 
 class Daemon:
     def __init__(self, project: Any, store: Any, engine: Any, worker: Any, *,
-                 write: Callable[[str], None], reload: Callable[[], Any] | None = None) -> None:
+                 reload: Callable[[], Any] | None = None) -> None:
         self.project = project
         self.reload_project = reload
         """Loads and validates the project again (SIGHUP); raises ConfigError when it is invalid."""
         self.store = store
         self.engine = engine
         self.worker = worker
-        self.write = write
         self.bus = Bus(store, rng=random.Random())
         self.stop = asyncio.Event()
         self.scheduler: Any = None
@@ -110,14 +110,10 @@ class Daemon:
 
     # --- jobs --------------------------------------------------------------------------------------
     async def health_job(self) -> None:
-        from progressive_cli.health.alerts import process
         from progressive_cli.health.monitor import Monitor
 
-        monitor = Monitor(self.project, self.store, self.engine.integrations, self.engine.agent_call)
-        results = [r.as_dict() for r in await monitor.run()]
-        await self.store.save_health(results, before=time.time() - float(self.project.settings.health.history))
-        for notice in await process(self.project, self.store, results):
-            self.log(f"alert {notice['state']}: {notice['check']}: {notice['status']}")
+        # alert notices go to the configured sinks (the `log` sink writes them to this daemon's log)
+        await Monitor(self.project, self.store, self.engine.integrations, self.engine.agent_call).run_and_record()
 
     async def bus_job(self) -> None:
         for name in list(self.bus.subscriptions):
@@ -149,7 +145,7 @@ class Daemon:
         self._schedule_triggers()
         self.scheduler.start()
         jobs = ", ".join(job.id for job in self.scheduler.get_jobs())
-        self.log(f"daemon started: pid {__import__('os').getpid()}, jobs: {jobs}")
+        self.log(f"daemon started: pid {os.getpid()}, jobs: {jobs}")
         try:
             await self.worker.serve(stop=self.stop, grace=float(self.project.settings.daemon.grace))
         finally:

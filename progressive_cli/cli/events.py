@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from progressive_cli.cli.app import OutputOpt, new_typer, state, with_store
-from progressive_cli.cli.output import OutputFormat, emit, say, to_json_line
+from progressive_cli.cli.output import OutputFormat, emit, iso_time, say, to_json_line
 from progressive_cli.errors import ExitCode, NotFoundError, UsageError
 
 events_app = new_typer("The event bus: every event in the state store, CloudEvents-shaped.")
@@ -23,9 +23,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _row(event: Any) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
-    return {"seq": event.seq, "time": datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+    return {"seq": event.seq, "time": iso_time(event.time, "milliseconds"),
             "type": event.type, "subject": event.subject, "data": to_json_line(event.data)[:200]}
 
 
@@ -141,10 +139,7 @@ def dlq_list(
     rows = with_store(ctx, lambda store: store.dead_letters(subscription=subscription, limit=limit))
     fmt = state(ctx).fmt(output)
     if fmt is OutputFormat.table:
-        from datetime import UTC, datetime
-
-        rows = [{**r, "id": r["id"][:12], "created_at": datetime.fromtimestamp(r["created_at"], UTC)
-                 .strftime("%Y-%m-%d %H:%M:%S")} for r in rows]
+        rows = [{**r, "id": r["id"][:12], "created_at": iso_time(r["created_at"])} for r in rows]
     emit(rows, fmt, columns=[("id", "ID"), ("created_at", "DEAD_SINCE"), ("subscription", "SUBSCRIPTION"),
                              ("type", "TYPE"), ("attempts", "ATTEMPTS"), ("error", "ERROR")])
 

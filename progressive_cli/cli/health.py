@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import OutputOpt, state
+from progressive_cli.cli.app import OutputOpt, state, with_store
 from progressive_cli.cli.output import OutputFormat, emit, is_tty, say
 from progressive_cli.errors import ExitCode, UsageError
 
@@ -29,7 +29,6 @@ def metrics(ctx: typer.Context) -> None:
     """Print the state store as Prometheus text exposition: executions and steps by status, queue depths
     (work queue, event-bus retries, DLQ, lag), breaker states, integration and agent call counters, and the
     newest health check results. For a node_exporter textfile collector: progressive metrics > x.prom."""
-    from progressive_cli.cli.app import with_store
     from progressive_cli.health.prometheus import exposition
 
     sys.stdout.write(with_store(ctx, exposition))
@@ -53,11 +52,7 @@ async def run_checks(project: Any, only: list[str] | None) -> list[dict[str, Any
     hub = Integrations(project.integrations.integrations, store)
     runtime = AgentRuntime(project.agents.agents, project.root, store=store)
     try:
-        from progressive_cli.health.alerts import process
-
-        results = [r.as_dict() for r in await Monitor(project, store, hub, runtime).run(only)]
-        await store.save_health(results, before=time.time() - float(project.settings.health.history))
-        await process(project, store, results)
+        results, _notices = await Monitor(project, store, hub, runtime).run_and_record(only)
         return results
     finally:
         try:
@@ -123,19 +118,8 @@ def _overall(rows: list[dict[str, Any]]) -> str:
 
 
 def _cached(ctx: typer.Context, only: list[str] | None) -> list[dict[str, Any]]:
-    import asyncio
-
-    from progressive_cli.store import project_store
-
-    async def read() -> list[dict[str, Any]]:
-        store = project_store(state(ctx).project())
-        try:
-            return await store.latest_health()
-        finally:
-            await store.close()
-
     now = time.time()
-    rows = [r for r in asyncio.run(read())
+    rows = [r for r in with_store(ctx, lambda store: store.latest_health())
             if not only or r["name"] in only or any(r["name"].startswith(n + "/") for n in only)]
     for row in rows:
         row["age_s"] = round(now - row["at"], 1)
@@ -165,18 +149,7 @@ def health_history(
 ) -> None:
     """Per check over the window: runs, availability % (healthy or degraded), average and worst response
     time, the last status, and a sparkline of response times on a terminal."""
-    import asyncio
-
-    from progressive_cli.store import project_store
-
-    async def read() -> list[dict[str, Any]]:
-        store = project_store(state(ctx).project())
-        try:
-            return await store.health_history(time.time() - hours * 3600, check)
-        finally:
-            await store.close()
-
-    history = asyncio.run(read())
+    history = with_store(ctx, lambda store: store.health_history(time.time() - hours * 3600, check))
     rows = trends(history)
     fmt = state(ctx).fmt(output)
     if fmt is OutputFormat.table and is_tty(sys.stdout):

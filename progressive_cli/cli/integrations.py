@@ -13,7 +13,7 @@ import typer
 
 from progressive_cli.cli.app import OutputOpt, new_typer, state, with_store
 from progressive_cli.cli.catalog import _lookup, _show
-from progressive_cli.cli.output import OutputFormat, emit, printable, say
+from progressive_cli.cli.output import OutputFormat, emit, iso_time, printable, say
 from progressive_cli.errors import ExitCode, UsageError
 
 integrations_app = new_typer("External APIs and databases (integrations.yaml).")
@@ -157,23 +157,15 @@ def integrations_status(
 ) -> None:
     """Requests, success rate, average and p95 latency, rate-limit hits, retries, breaker rejections and
     openings per integration, from every process that used it, with its breaker's state."""
-    import asyncio
-
     from progressive_cli.integrations import breaker_name
     from progressive_cli.mca.metrics import summarise
-    from progressive_cli.store import project_store
 
     chosen = _chosen(ctx, names)
-    project = state(ctx).project()
 
-    async def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        store = project_store(project)
-        try:
-            return await store.integration_metrics(), await store.breakers("integration:")
-        finally:
-            await store.close()
+    async def read(store: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return await store.integration_metrics(), await store.breakers("integration:")
 
-    metrics, breakers = asyncio.run(read())
+    metrics, breakers = with_store(ctx, read)
     by_name = {m["integration"]: m for m in metrics}
     states = {b["name"]: b for b in breakers}
     rows = []
@@ -272,18 +264,10 @@ def _breaker_rows(project: Any, stored: list[dict[str, Any]], now: float, table:
             half_open_in = None if held else round(max(0.0, left), 1)
         symbol = {"closed": "● closed", "open": "○ open", "half-open": "◐ half-open"}.get(row["state"], row["state"])
         out.append({"breaker": name, "state": row["state"], "display": symbol, "failures": row["failures"],
-                    "successes": row["successes"], "opened_at": _iso(row["opened_at"]),
+                    "successes": row["successes"], "opened_at": iso_time(row["opened_at"]),
                     "half_open_in_s": "held" if held and table else half_open_in, "held_open": held,
                     "last_error": row["last_error"]})
     return out
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(min(ts, 253402300799.0), UTC).isoformat(timespec="seconds")
 
 
 @breakers_app.command("list")
@@ -362,7 +346,7 @@ def _done(ctx: typer.Context, output: OutputFormat | None, result: dict[str, Any
     if fmt is OutputFormat.table:
         say(f"{result['breaker']}: {result['previous']} -> {result['state']}", style="ok")
     else:
-        emit({**result, "opened_at": _iso(result["opened_at"])}, fmt)
+        emit({**result, "opened_at": iso_time(result["opened_at"])}, fmt)
 
 
 # --- db -----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import typer
 
 from progressive_cli.cli.app import OutputOpt, state
 from progressive_cli.cli.catalog import agents_app
-from progressive_cli.cli.output import OutputFormat, emit, say
+from progressive_cli.cli.output import OutputFormat, emit, iso_time, say
 from progressive_cli.errors import ExitCode, UsageError
 
 AgentArg = Annotated[str | None, typer.Argument(metavar="AGENT", show_default=False, help="An agent id.")]
@@ -35,9 +35,7 @@ def _flag(flag: str, check: Callable[[str], Any], value: str) -> Any:
 
 
 def _time(t: float | None) -> str | None:
-    from datetime import UTC, datetime
-
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+    return iso_time(t, "milliseconds")
 
 
 def _show(messages: list[Any], fmt: OutputFormat) -> None:

@@ -53,6 +53,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def iso_time(t: float | None, timespec: str = "seconds") -> str | None:
+    """An epoch time as UTC ISO 8601 (``2026-11-25T03:37:10+00:00``); far-future times are capped at year 9999."""
+    if t is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(min(t, 253402300799.0), UTC).isoformat(timespec=timespec)
+
+
 _UNPRINTABLE = {c: None for c in (*range(0, 9), 11, 12, *range(14, 32), 0x7F)}
 
 

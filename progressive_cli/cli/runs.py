@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import InputFileOpt, InputsOpt, OutputOpt, new_typer, read_inputs, state
-from progressive_cli.cli.output import OutputFormat, emit, is_tty, say, to_json_line, use_color
+from progressive_cli.cli.app import InputFileOpt, InputsOpt, OutputOpt, new_typer, read_inputs, state, with_store
+from progressive_cli.cli.output import OutputFormat, emit, is_tty, iso_time, say, to_json_line, use_color
 from progressive_cli.errors import ExitCode, NotFoundError, UnavailableError, UsageError
 
 run_app = new_typer("Run a workflow in this process, or queue it for a worker.")
@@ -571,7 +571,7 @@ def daemon_run(ctx: typer.Context) -> None:
 
         return load_project(project.root, overrides=state(ctx).overrides)
 
-    daemon = Daemon(project, store, engine, worker, write=worker.write, reload=reload)
+    daemon = Daemon(project, store, engine, worker, reload=reload)
     pidfile = _pidfile(project)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     pidfile.write_text(f"{os.getpid()}\n")
@@ -676,25 +676,17 @@ def daemon_stop(
 def daemon_status(ctx: typer.Context, output: OutputOpt = None) -> None:
     """Whether the daemon runs (pid, since when), and its queue and newest health results; exits 5 if it
     does not run."""
-    import asyncio
-
-    from progressive_cli.store import project_store
-
     project = state(ctx).project()
     pid = _daemon_pid(project)
 
-    async def read() -> tuple[int, list[dict[str, Any]]]:
-        store = project_store(project)
-        try:
-            return await store.queue_depth(), await store.latest_health()
-        finally:
-            await store.close()
+    async def read(store: Any) -> tuple[int, list[dict[str, Any]]]:
+        return await store.queue_depth(), await store.latest_health()
 
-    depth, health = asyncio.run(read())
+    depth, health = with_store(ctx, read)
     since = _pidfile(project).stat().st_mtime if pid is not None else None
     newest = max((h["at"] for h in health), default=None)
     data = {"running": pid is not None, "pid": pid,
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else None,
+            "since": iso_time(since),
             "queue_depth": depth,
             "health_age_s": round(time.time() - newest, 1) if newest else None,
             "pidfile": str(_pidfile(project))}

@@ -89,6 +89,16 @@ class Monitor:
             chosen = {k: v for k, v in chosen.items() if k in only or any(k.startswith(n + "/") for n in only)}
         return list(await asyncio.gather(*(self._one(name, group, check) for name, (group, check) in chosen.items())))
 
+    async def run_and_record(self, only: list[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Run the checks, keep the results in the store (dropping history older than ``health.history``)
+        and apply the alert rules: what `progressive health` and the daemon's health job do. Returns the
+        results and the alert notices sent."""
+        from progressive_cli.health.alerts import process
+
+        results = [r.as_dict() for r in await self.run(only)]
+        await self.store.save_health(results, before=time.time() - float(self.settings.history))
+        return results, await process(self.project, self.store, results)
+
     async def _one(self, name: str, group: str, check: Check) -> CheckResult:
         started = time.perf_counter()
         try:

@@ -105,7 +105,7 @@ class IntegrationBreaker(pybreaker.CircuitBreakerListener):
     """One integration's pybreaker, persisted to the store, with its events and counters."""
 
     def __init__(self, integration: str, config: Any, store: StateStore | None,
-                 counts: Callable[[BaseException], bool]) -> None:
+                 counts: Callable[[BaseException], bool], on_open: Callable[[], None] = lambda: None) -> None:
         self.integration = integration
         self.name = breaker_name(integration)
         self.store = store
@@ -124,8 +124,8 @@ class IntegrationBreaker(pybreaker.CircuitBreakerListener):
         """A half-open trial call is in flight in this process: other calls are rejected until it ends
         (pybreaker lets every caller through while half-open)."""
         self.events: list[Event] = []
-        self.opens = 0
-        """Transitions to open since the metrics were last taken."""
+        self.on_open = on_open
+        """Called on every transition to open (the hub counts them)."""
         self._synced = float("-inf")
         self._seen: float | None = None
         """updated_at of the row as this process last wrote or read it."""
@@ -136,7 +136,7 @@ class IntegrationBreaker(pybreaker.CircuitBreakerListener):
         if old == new_state.name:
             return
         if new_state.name == pybreaker.STATE_OPEN:
-            self.opens += 1
+            self.on_open()
         self.events.append(Event("breaker.state", {
             "breaker": self.name, "integration": self.integration, "state": new_state.name, "previous": old,
             "failures": self.storage.counter, "last_error": self.last_error}, subject=self.name))

@@ -52,22 +52,10 @@ USER_AGENT = "progressive/0.1 (+httpx)"
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class Counters:
-    """What one integration did since the metrics were last taken (the hub owns and flushes it)."""
-
-    def __init__(self) -> None:
-        self.rate_limited = 0
-        self.retries = 0
-        self.rejected = 0
-
-    def take(self) -> dict[str, int]:
-        out = {"rate_limited": self.rate_limited, "retries": self.retries, "rejected": self.rejected}
-        self.rate_limited = self.retries = self.rejected = 0
-        return out
-
-
 Record = Callable[[bool, float, str | None], None]
 """Record one request sent: ok, latency in ms, error."""
+Count = Callable[[str], None]
+"""Count one ``rate_limited``, ``retries`` or ``rejected`` (the store's integration counters)."""
 
 
 # --- auth ---------------------------------------------------------------------------------------------
@@ -227,14 +215,14 @@ class HttpClient:
     """One http integration: the client, its limiter and breaker, and the request pipeline."""
 
     def __init__(self, config: Any, *, breaker: IntegrationBreaker | None, record: Record,
-                 counters: Counters, sleep: Sleep = asyncio.sleep, rng: random.Random | None = None,
+                 count: Count, sleep: Sleep = asyncio.sleep, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.time,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self.id: str = config.id
         self.breaker = breaker
         self.record = record
-        self.counters = counters
+        self.count = count
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.clock = clock
@@ -282,7 +270,7 @@ class HttpClient:
                 wait = exc.details.get("retry_after")
                 delay = min(float(wait), float(policy.max_retry_after)) if isinstance(wait, int | float) \
                     else policy.delay(attempt, self.rng)
-                self.counters.retries += 1
+                self.count("retries")
                 await self.sleep(delay)
                 attempt += 1
                 continue
@@ -349,7 +337,7 @@ class HttpClient:
         await breaker.sync()
         admitted = breaker.admit()
         if admitted is None:
-            self.counters.rejected += 1
+            self.count("rejected")
             raise breaker.rejection(breaker.blocked_for())
         request = self._build(method, path, where, query, headers, json_body, data)  # bad input: not counted
         snap = breaker.snapshot()
@@ -363,7 +351,7 @@ class HttpClient:
             raise
         except pybreaker.CircuitBreakerError:
             # it opened between the check above and this call (another task's failure)
-            self.counters.rejected += 1
+            self.count("rejected")
             raise breaker.rejection(breaker.blocked_for() or 0.0) from None
         finally:
             if admitted == "trial":
@@ -380,7 +368,7 @@ class HttpClient:
             ok = await self.limiter.try_acquire_async(self.id, blocking=False)
         if ok:
             return
-        self.counters.rate_limited += 1
+        self.count("rate_limited")
         limits = ", ".join(f"{r.requests}/{r.per:g}s" for r in self.config.rate_limits)
         wait = f" within {float(self.config.max_wait):g}s" if self.config.on_rate_limit == "wait" else ""
         raise StepError("RATE_LIMITED", f"integration '{self.id}': rate limit {limits} reached; no slot{wait} "
@@ -443,7 +431,7 @@ class HttpClient:
         if response.status_code >= 400:
             error = _error(self.id, where, response, self.clock())
             if error.kind == "RATE_LIMITED":
-                self.counters.rate_limited += 1
+                self.count("rate_limited")
             self.record(False, elapsed, f"{error.kind}: {error.message}")
             raise error
         self.record(True, elapsed, None)
@@ -470,4 +458,4 @@ def _params(query: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-__all__ = ["Counters", "HttpClient", "OAuth2ClientCredentials", "retry_after"]
+__all__ = ["HttpClient", "OAuth2ClientCredentials", "retry_after"]

@@ -129,6 +129,11 @@ class Integrations:
             self._tally(name).add(ok, latency_ms, time.time(), error)
         return record
 
+    def _counter(self, name: str) -> Callable[[str], None]:
+        def count(key: str) -> None:
+            self._tally(name).counters[key] += 1
+        return count
+
     async def http(self, name: str) -> Any:
         """The http client of integration ``name``, made (and its breaker loaded) on first use."""
         client = self._clients.get(name)
@@ -140,12 +145,14 @@ class Integrations:
                 return self._clients[name]
             with _extra_needed(name, "http"):
                 from progressive_cli.integrations.breakers import IntegrationBreaker
-                from progressive_cli.integrations.http import Counters, HttpClient
+                from progressive_cli.integrations.http import HttpClient
 
-            client = HttpClient(config, breaker=None, record=self._recorder(name), counters=Counters(),
+            count = self._counter(name)
+            client = HttpClient(config, breaker=None, record=self._recorder(name), count=count,
                                 sleep=self.sleep, rng=self.rng, transport=self.transport)
             if config.circuit_breaker is not None:
-                client.breaker = IntegrationBreaker(name, config.circuit_breaker, self.store, client.counts)
+                client.breaker = IntegrationBreaker(name, config.circuit_breaker, self.store, client.counts,
+                                                    on_open=lambda: count("breaker_opens"))
                 with contextlib.suppress(Exception):  # an unreadable store must not stop the call
                     await client.breaker.load()
             self._clients[name] = client
@@ -197,8 +204,8 @@ class Integrations:
             # becomes a step output, stored and printed, so known secrets are masked in it too
             return REDACTOR.redact_data(response)
         finally:
-            self._collect(name, client)
-            await self._maybe_flush()
+            if self._flush_due():
+                await self.flush()
 
     async def db_call(self, name: str, operation: str, params: Mapping[str, Any], *,
                       read_only: bool = False) -> Any:
@@ -217,7 +224,7 @@ class Integrations:
                                   f"{exc.kind}: {exc.message}")
             raise
         finally:
-            if self.store is not None and time.monotonic() - self._flushed_at > FLUSH_EVERY:
+            if self._flush_due():
                 await self.flush()
         self._tally(name).add(True, (time.perf_counter() - started) * 1000, time.time(), None)
         return result
@@ -243,14 +250,8 @@ class Integrations:
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     # --- metrics -----------------------------------------------------------------------------------
-    def _collect(self, name: str, client: Any) -> None:
-        if client.breaker is not None and client.breaker.opens:
-            self._tally(name).counters["breaker_opens"] += client.breaker.opens
-            client.breaker.opens = 0
-
-    async def _maybe_flush(self) -> None:
-        if self.store is not None and time.monotonic() - self._flushed_at > FLUSH_EVERY:
-            await self.flush()
+    def _flush_due(self) -> bool:
+        return self.store is not None and time.monotonic() - self._flushed_at > FLUSH_EVERY
 
     async def flush(self) -> None:
         """Write metric deltas and breaker changes to the store."""
@@ -258,13 +259,7 @@ class Integrations:
         if self.store is None:
             return
         deltas = []
-        for name, client in self._clients.items():
-            self._collect(name, client)
-            counters = client.counters.take()
-            if any(counters.values()):
-                tally = self._tally(name)
-                for key, value in counters.items():
-                    tally.counters[key] += value
+        for client in self._clients.values():
             if client.breaker is not None:
                 await client.breaker.flush()
         tallies, self._tallies = self._tallies, {}

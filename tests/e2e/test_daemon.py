@@ -37,6 +37,11 @@ def wait_for(predicate, timeout: float = 30.0, every: float = 0.2):
     raise AssertionError("timed out waiting")
 
 
+def finished(root: Path, run_id: str) -> dict | None:
+    execution = json.loads(cli(root, "executions", "show", run_id, "-o", "json").stdout)
+    return execution if execution["status"] == "completed" else None
+
+
 def executions(root: Path) -> list[dict]:
     return json.loads(cli(root, "executions", "list", "-o", "json").stdout or "[]")
 
@@ -85,9 +90,7 @@ def test_triggers_detached_runs_and_a_graceful_sigterm(project, tmp_path) -> Non
         cli(project, "events", "publish", "order.created", "-d", '{"qty": 1}')  # filtered out
         cli(project, "events", "publish", "order.created", "-d", '{"qty": 5}')
         wait_for(lambda: log.read_text().count("on order.created") == 1)
-        done = wait_for(lambda: json.loads(cli(project, "executions", "show", run_id, "-o", "json").stdout)
-                        if json.loads(cli(project, "executions", "show", run_id, "-o", "json").stdout)["status"]
-                        == "completed" else None)
+        done = wait_for(lambda: finished(project, run_id))
         assert done["outputs"]["last"] == "done"
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -116,8 +119,7 @@ def test_sigkill_mid_run_then_restart_resumes_without_losing_steps(project, tmp_
     assert json.loads(cli(project, "executions", "show", run_id, "-o", "json").stdout)["status"] == "running"
     daemon = start(project, log)
     try:
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(
-            json.loads(cli(project, "executions", "show", run_id, "-o", "json").stdout)), timeout=45)
+        done = wait_for(lambda: finished(project, run_id), timeout=45)
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import email.utils
 import random
 import sqlite3
@@ -648,7 +649,7 @@ def test_a_cancelled_half_open_trial_leaves_the_breaker_open(httpx_mock: HTTPXMo
     async def body(hub: Integrations) -> str:
         assert error(await outcome(hub)).kind == "API_ERROR"  # fail_max 1: open
         breaker = (await hub.http("api")).breaker
-        breaker.storage._opened_at -= __import__("datetime").timedelta(seconds=31)  # reset timeout passed
+        breaker.storage._opened_at -= datetime.timedelta(seconds=31)  # reset timeout passed
         task = asyncio.ensure_future(hub.api_call("api", "GET", "/slow"))
         await asyncio.sleep(0.1)  # the trial is in flight
         task.cancel()

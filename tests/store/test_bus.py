@@ -4,7 +4,6 @@ across a SIGKILL."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -72,7 +71,7 @@ def test_handlers_failing_10_percent_every_event_ends_processed_or_dead(tmp_path
     assert set(handled) | {d["data"]["n"] for d in dead} == set(range(3000))
 
     # replay: the DLQ goes back to the retry queue and a healthy handler processes all of it
-    rng.seed(0)
+    dead_count = len(dead)
 
     async def healthy(event: Event) -> None:
         handled.append(event.data["n"])
@@ -85,7 +84,7 @@ def test_handlers_failing_10_percent_every_event_ends_processed_or_dead(tmp_path
         return moved, await bus.store.bus_status(), await bus.store.dead_letters()
 
     moved, [status], dead = run(replay())
-    assert moved == len(set(range(3000)) - set(handled[: -moved])) and dead == []
+    assert moved == dead_count and dead == []
     assert sorted(handled) == list(range(3000)) and status["processed"] == 3000
     run(bus.store.close())
 
@@ -186,7 +185,6 @@ def test_nothing_is_lost_across_a_sigkill(tmp_path) -> None:
     [status] = run(store.bus_status())
     assert status["lag"] == 0 and status["processed"] >= 2000 - 50
     run(store.close())
-    json.dumps(status)
 
 
 def test_retention_keeps_what_the_queues_still_need(tmp_path) -> None:
