@@ -11,15 +11,27 @@ worker lock, so it is the one worker of its store, and:
 - **runs the health checks** every ``health.interval`` and the alert rules on their results;
 - **pumps the event bus** (subscriptions, retry queue) every second;
 - **applies retention** hourly: events (what the queues still need is kept), finished messages,
-  health history.
+  health history;
+- **applies operator controls** (``controls.py``) every half second: breaker reset and force-open,
+  execution cancel, DLQ replay and purge, reload;
+- **heartbeats** its ``daemons`` row every ``HEARTBEAT_EVERY`` seconds, with its jobs' figures (next
+  run, runs, errors, misfires): how the CLI and the dashboard know a daemon is alive, on any host that
+  shares the store, and what the ``scheduler`` health check reads. Agents' heartbeats are the health
+  job's probes (``agent-communication``).
 
 APScheduler job defaults, chosen deliberately: ``coalesce=True`` (a job that missed several runs
 while the loop was busy or the machine asleep runs once, not in a burst), ``max_instances=1`` (a slow
 health round is never run twice at once), ``misfire_grace_time=60`` s (a run up to a minute late still
 fires; later than that it is skipped and the next one is awaited).
 
+Every job is wrapped: its duration, runs and errors are counted, and an exception is logged (the
+job runs again next time); a misfire (a run skipped because it was over a minute late, or because the
+previous one still ran) is counted too.
+
 SIGTERM or SIGINT: stop taking work, let the runs in flight go on for ``daemon.grace`` seconds, then
-stop them at a step boundary (completed steps are kept; the next start resumes them) and exit 0.
+stop them at a step boundary (completed steps are kept; the next start resumes them), mark the
+``daemons`` row stopped and exit 0. SIGHUP, or ``progressive daemon reload`` (a control), reloads the
+project after validating it; an invalid one is refused and the old one kept.
 """
 
 from __future__ import annotations
@@ -33,12 +45,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from progressive_cli.controls import HEARTBEAT_EVERY, Applier
 from progressive_cli.events.bus import Bus, Subscription
-from progressive_cli.store.base import Event
+from progressive_cli.store.base import Event, new_id
 
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 RETENTION_EVERY = 3600.0
 BUS_EVERY = 1.0
+CONTROLS_EVERY = 0.5
 
 
 class Daemon:
@@ -54,9 +68,14 @@ class Daemon:
         self.stop = asyncio.Event()
         self.scheduler: Any = None
         self._trigger_jobs: list[str] = []
+        self.id = new_id()
+        self.started_at = time.time()
+        self.jobs: dict[str, dict[str, Any]] = {}
+        """Per job: runs, errors, missed, last_run, last_ms, last_error (what the heartbeat row carries)."""
+        self.applier = Applier(store, f"daemon:{worker.worker_id}", reload=self._reload_control)
 
-    def log(self, message: str) -> None:
-        self.worker.log(message)
+    def log(self, message: str, *, level: str = "info", **fields: Any) -> None:
+        self.worker.log(message, level=level, **fields)
 
     # --- triggers ----------------------------------------------------------------------------------
     async def queue_run(self, workflow: str, inputs: dict[str, Any], why: str) -> str | None:
@@ -100,7 +119,8 @@ class Daemon:
                     job_trigger: Any = parts[0] if len(parts) == 1 else OrTrigger(parts)
                 else:
                     job_trigger = IntervalTrigger(seconds=float(trigger.every))
-                self.scheduler.add_job(self.queue_run, job_trigger, args=[name, dict(trigger.inputs), key], id=key)
+                self.scheduler.add_job(self._timed(key, self.queue_run), job_trigger,
+                                       args=[name, dict(trigger.inputs), key], id=key)
                 self._trigger_jobs.append(key)
 
     def _on_event(self, workflow: str, inputs: dict[str, Any], key: str) -> Callable[[Event], Any]:
@@ -121,6 +141,24 @@ class Daemon:
                 if self.stop.is_set():
                     return
 
+    async def controls_job(self) -> None:
+        for row in await self.applier.apply():
+            outcome = f"failed: {row['error']}" if row["error"] else "applied"
+            self.log(f"control {row['kind']} {row['target']} from {row['requested_by']}: {outcome}",
+                     level="warning" if row["error"] else "info", control=row["id"], kind=row["kind"],
+                     target=row["target"], error=row["error"])
+
+    async def heartbeat_job(self, *, stopped: bool = False) -> None:
+        jobs = {}
+        for job in self.scheduler.get_jobs() if self.scheduler is not None else []:
+            when = getattr(job, "next_run_time", None)  # a job added before start() has none yet
+            next_run = when.timestamp() if when else None
+            jobs[job.id] = {**self._stats(job.id), "next_run": next_run}
+        info = {"jobs": jobs, "workers": self.worker.concurrency, "running": len(self.worker._active),
+                "root": str(self.project.root), "store": self.store.url}
+        host, _, pid = self.worker.worker_id.rpartition(":")
+        await self.store.save_daemon(self.id, host, int(pid), self.started_at, info, stopped=stopped)
+
     async def retention_job(self) -> None:
         keep = float(self.project.settings.daemon.retention)
         pruned = await self.store.prune_events(time.time() - keep)
@@ -135,42 +173,103 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signalled, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+
         self.scheduler = AsyncIOScheduler(job_defaults=JOB_DEFAULTS, timezone="UTC")
+        self.scheduler.add_listener(self._missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         health = self.project.settings.health
-        self.scheduler.add_job(self.health_job, "interval", seconds=float(health.interval), id="health",
-                               next_run_time=_now())
-        self.scheduler.add_job(self.bus_job, "interval", seconds=BUS_EVERY, id="event-bus")
-        self.scheduler.add_job(self.retention_job, "interval", seconds=RETENTION_EVERY, id="retention",
-                               next_run_time=_now())
+        for job_id, job, every, first in (
+            ("heartbeat", self.heartbeat_job, HEARTBEAT_EVERY, None),
+            ("controls", self.controls_job, CONTROLS_EVERY, None),
+            ("health", self.health_job, float(health.interval), _now()),
+            ("event-bus", self.bus_job, BUS_EVERY, None),
+            ("retention", self.retention_job, RETENTION_EVERY, _now()),
+        ):
+            self.scheduler.add_job(self._timed(job_id, job), "interval", seconds=every, id=job_id,
+                                   **({"next_run_time": first} if first else {}))
         self._schedule_triggers()
+        await self.heartbeat_job()  # alive for the CLI before the first job runs
         self.scheduler.start()
         jobs = ", ".join(job.id for job in self.scheduler.get_jobs())
-        self.log(f"daemon started: pid {os.getpid()}, jobs: {jobs}")
+        self.log(f"daemon started: pid {os.getpid()}, jobs: {jobs}", jobs=jobs.split(", "))
         try:
             await self.worker.serve(stop=self.stop, grace=float(self.project.settings.daemon.grace))
         finally:
             self.scheduler.shutdown(wait=False)
             with contextlib.suppress(Exception):
                 await self.engine.aclose()
+            with contextlib.suppress(Exception):
+                await self.heartbeat_job(stopped=True)
             self.log("daemon stopped")
+
+    # --- job figures -------------------------------------------------------------------------------
+    def _stats(self, job_id: str) -> dict[str, Any]:
+        return self.jobs.setdefault(job_id, {"runs": 0, "errors": 0, "missed": 0, "last_run": None,
+                                             "last_ms": None, "last_error": None, "last_missed": None})
+
+    def _timed(self, job_id: str, job: Callable[..., Any]) -> Callable[..., Any]:
+        """``job``, counted in ``self.jobs``; an exception is logged and kept as ``last_error`` (cleared by
+        the next good run), never raised into APScheduler."""
+        async def run(*args: Any) -> None:
+            stats = self._stats(job_id)
+            started = time.perf_counter()
+            try:
+                await job(*args)
+                stats["last_error"] = None
+            except Exception as exc:
+                from progressive_cli.errors import one_line
+
+                stats["errors"] += 1
+                stats["last_error"] = one_line(f"{type(exc).__name__}: {exc}")
+                self.log(f"job {job_id} failed: {stats['last_error']}", level="error", job=job_id)
+            finally:
+                stats["runs"] += 1
+                stats["last_run"] = time.time()
+                stats["last_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        return run
+
+    def _missed(self, event: Any) -> None:
+        stats = self._stats(event.job_id)
+        stats["missed"] += 1
+        stats["last_missed"] = time.time()
+        self.log(f"job {event.job_id}: a run was skipped (late or still running)", level="warning",
+                 job=event.job_id)
 
     def reload(self) -> bool:
         """SIGHUP: load and validate the project again; if it is valid, use its workflows and triggers from
         now on (runs in flight keep the definition they started with); if not, keep the old one."""
-        if self.reload_project is None:
-            return False
         from progressive_cli.errors import ProgressiveError
 
         try:
-            project = self.reload_project()
+            self.log(self._reload())
         except ProgressiveError as exc:
-            self.log(f"reload refused, the running config is kept: {exc.message}")
+            self.log(f"reload refused, the running config is kept: {exc.message}", level="error")
             return False
+        return True
+
+    async def _reload_control(self) -> str:
+        """``progressive daemon reload``: as SIGHUP; a refusal fails the control with the error."""
+        from progressive_cli.errors import ProgressiveError
+
+        try:
+            message = self._reload()
+        except ProgressiveError as exc:
+            exc.message = f"reload refused, the running config is kept: {exc.message}"
+            raise
+        self.log(message)
+        return message
+
+    def _reload(self) -> str:
+        if self.reload_project is None:
+            from progressive_cli.errors import UnavailableError
+
+            raise UnavailableError("this daemon was started without a project to reload")
+        project = self.reload_project()
         self.project = project
         self.engine.workflows = project.workflows
+        self.worker.log_format, self.worker.log_level = project.settings.logging.format, project.settings.logging.level
         self._schedule_triggers()
-        self.log(f"reloaded: {len(project.workflows)} workflow(s), {len(self._trigger_jobs)} scheduled trigger(s)")
-        return True
+        return f"reloaded: {len(project.workflows)} workflow(s), {len(self._trigger_jobs)} scheduled trigger(s)"
 
     def _signalled(self, sig: int) -> None:
         self.log(f"{signal.Signals(sig).name}: no new work; finishing the runs in flight")

@@ -31,3 +31,25 @@ def is_iso_time(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def log_line(fmt: str, component: str, message: str, *, level: str = "info", **fields: object) -> str:
+    """One structured log line, as ``logging.format`` asks: ``text`` (``TIME [LEVEL ]COMPONENT: message``,
+    the level shown when it is not info) or ``json`` (one object a line: time, level, component, pid,
+    message and ``fields``). Secrets are redacted and newlines folded either way."""
+    import json
+    from datetime import UTC, datetime
+
+    from progressive_cli.config.secrets import REDACTOR
+    from progressive_cli.errors import one_line
+
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if fmt == "json":
+        record = {"time": stamp, "level": level, "component": component, "pid": os.getpid(),
+                  "message": message, **{k: v for k, v in fields.items() if v is not None}}
+        return json.dumps(REDACTOR.redact_data(record), default=str, separators=(",", ":"))
+    mark = "" if level == "info" else f"{level.upper()} "
+    return one_line(REDACTOR.redact(f"{stamp} {mark}{component}: {message}"))

@@ -33,13 +33,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from progressive_cli.engine.executor import _owner_is_dead
-from progressive_cli.errors import NotFoundError, UnavailableError, one_line
+from progressive_cli.errors import NotFoundError, UnavailableError
 from progressive_cli.store.base import FINISHED, Event, Execution, WorkItem, now
+from progressive_cli.util import LEVELS, log_line
 
 RUN = "run"
 """The kind of the queue items this worker runs: ``{"execution": ID}``."""
@@ -183,13 +183,16 @@ class Worker:
     write: Callable[[str], None] = _stderr
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     """``host:pid``, as the engine's owners are, so a dead worker on this host is recognised by its pid."""
+    log_format: str = "text"
+    log_level: str = "info"
     counts: dict[str, int] = field(default_factory=dict)
     """Runs this worker ended, by final status."""
     _active: set[str] = field(default_factory=set)
 
-    def log(self, message: str) -> None:
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        self.write(one_line(f"{stamp} worker {self.worker_id}: {message}"))
+    def log(self, message: str, *, level: str = "info", **fields: Any) -> None:
+        """One log line (``logging.format`` text or json; below ``logging.level``, nothing)."""
+        if LEVELS[level] >= LEVELS[self.log_level]:
+            self.write(log_line(self.log_format, f"worker {self.worker_id}", message, level=level, **fields))
 
     def on_event(self, event: Event) -> None:
         """The engine's events, one log line each (step starts left out)."""
@@ -197,11 +200,15 @@ class Worker:
             return
         data = event.data
         what = data.get("key") or data.get("workflow") or ""
-        detail = f" {data['duration_ms']:.1f}ms" if isinstance(data.get("duration_ms"), int | float) else ""
+        duration = data.get("duration_ms") if isinstance(data.get("duration_ms"), int | float) else None
+        detail = f" {duration:.1f}ms" if duration is not None else ""
         error = data.get("error")
+        kind = error.get("kind") if isinstance(error, dict) else None
         if isinstance(error, dict):
-            detail += f" {error.get('kind')}: {error.get('message')}"
-        self.log(f"{(event.execution_id or '')[:12]} {event.type} {what}{detail}")
+            detail += f" {kind}: {error.get('message')}"
+        self.log(f"{(event.execution_id or '')[:12]} {event.type} {what}{detail}",
+                 level="warning" if kind else "info", event=event.type, execution=event.execution_id,
+                 workflow=data.get("workflow"), step=data.get("key"), duration_ms=duration, error=kind)
 
     # --- the loop ------------------------------------------------------------------------------------
     async def serve(self, *, drain: bool = False, lock: WorkerLock | None = None,

@@ -126,3 +126,27 @@ def with_store(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]]) -> Any:
         return asyncio.run(go())
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+ControlWaitOpt = Annotated[float, typer.Option(
+    "--wait", min=0.0, metavar="SECONDS",
+    help="How long a running daemon gets to apply the action before this command applies it itself.")]
+
+
+def apply_control(ctx: typer.Context, kind: str, target: str, payload: dict[str, Any] | None = None, *,
+                  wait: float = 10.0) -> dict[str, Any]:
+    """Write an operator control to the store and see it applied: by the daemon when one runs, else here
+    (see ``progressive_cli/controls.py``). Says on stderr who applied it; returns the finished row."""
+    from progressive_cli import controls
+    from progressive_cli.cli.output import say
+
+    by = controls.whoami("cli")
+
+    async def use(store: Any) -> dict[str, Any]:
+        control_id = await controls.request(store, kind, target, payload, by=by)
+        return await controls.settle(store, control_id, kind, wait=wait, by=by)
+
+    row: dict[str, Any] = with_store(ctx, use)
+    who = "the daemon" if row["applied_by"].startswith("daemon:") else "this command"
+    say(f"{kind} {target}: applied by {who} ({row['applied_by']}), control {row['id'][:12]}")
+    return row

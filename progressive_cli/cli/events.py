@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import OutputOpt, new_typer, state, with_store
+from progressive_cli.cli.app import ControlWaitOpt, OutputOpt, apply_control, new_typer, state, with_store
 from progressive_cli.cli.output import OutputFormat, emit, iso_time, say, to_json_line
 from progressive_cli.errors import ExitCode, NotFoundError, UsageError
 
@@ -165,15 +165,16 @@ def dlq_replay(
     ctx: typer.Context,
     letter_ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...")] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    wait: ControlWaitOpt = 10.0,
     output: OutputOpt = None,
 ) -> None:
     """Put dead letters back on their subscription's retry queue, with a fresh attempt count; the daemon
-    delivers them on its next round."""
+    delivers them on its next round. Applied by the daemon when one runs (else by this command)."""
     if bool(letter_ids) == replay_all:
         raise UsageError("give dead letter IDs or --all (not both)")
     ids = None if replay_all else [_one(ctx, i)["id"] for i in letter_ids or []]
-    moved = with_store(ctx, lambda store: store.replay_dead_letters(ids, time.time()))
-    _counted(ctx, output, "replayed", moved)
+    row = apply_control(ctx, "dlq.replay", "all" if ids is None else ",".join(ids), {"ids": ids}, wait=wait)
+    _counted(ctx, output, "replayed", row["result"]["replayed"])
 
 
 @dlq_app.command("purge")
@@ -182,10 +183,11 @@ def dlq_purge(
     older_than: Annotated[str | None, typer.Option("--older-than", metavar="DURATION",
                                                    help="Only dead letters older than this, e.g. 7d.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    wait: ControlWaitOpt = 10.0,
     output: OutputOpt = None,
 ) -> None:
     """Delete dead letters for good (all of them, or those older than --older-than); asks first on a
-    terminal unless --yes."""
+    terminal unless --yes. Applied by the daemon when one runs (else by this command)."""
     from progressive_cli.cli.output import is_tty
     from progressive_cli.config.common import parse_duration
 
@@ -201,8 +203,9 @@ def dlq_purge(
         what = "every dead letter" if before is None else f"dead letters older than {older_than}"
         if not typer.confirm(f"Delete {what}?", err=True):
             raise typer.Exit(int(ExitCode.OK))
-    removed = with_store(ctx, lambda store: store.purge_dead_letters(before))
-    _counted(ctx, output, "purged", removed)
+    target = "all" if before is None else f"older-than:{older_than}"
+    row = apply_control(ctx, "dlq.purge", target, {"before": before}, wait=wait)
+    _counted(ctx, output, "purged", row["result"]["purged"])
 
 
 def _counted(ctx: typer.Context, output: OutputFormat | None, what: str, count: int) -> None:

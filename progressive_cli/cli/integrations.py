@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import OutputOpt, new_typer, state, with_store
+from progressive_cli.cli.app import ControlWaitOpt, OutputOpt, apply_control, new_typer, state, with_store
 from progressive_cli.cli.catalog import _lookup, _show
 from progressive_cli.cli.output import OutputFormat, emit, iso_time, printable, say
 from progressive_cli.errors import ExitCode, UsageError
@@ -304,14 +304,11 @@ def _integration_breaker(ctx: typer.Context, name: str) -> tuple[str, float]:
 
 @breakers_app.command("reset")
 def breakers_reset(ctx: typer.Context, name: str = typer.Argument(..., metavar="INTEGRATION"),
-                   output: OutputOpt = None) -> None:
-    """Close an integration's breaker and clear its counters. Every process using it (runs, workers, the
-    daemon) picks the change up from the store within a second."""
-    from progressive_cli.integrations.breakers import operator_set
-
+                   wait: ControlWaitOpt = 10.0, output: OutputOpt = None) -> None:
+    """Close an integration's breaker and clear its counters. Applied by the daemon when one runs (else by
+    this command); every process using the integration picks the change up from the store within a second."""
     breaker, _ = _integration_breaker(ctx, name)
-    result = with_store(ctx, lambda store: operator_set(store, breaker, "closed"))
-    _done(ctx, output, result)
+    _done(ctx, output, apply_control(ctx, "breaker.reset", breaker, wait=wait)["result"])
 
 
 @breakers_app.command("open")
@@ -320,12 +317,13 @@ def breakers_open(
     name: str = typer.Argument(..., metavar="INTEGRATION"),
     hold: Annotated[str | None, typer.Option(
         "--for", metavar="DURATION", help="Half-open after this long (e.g. 10m); default: until reset.")] = None,
+    wait: ControlWaitOpt = 10.0,
     output: OutputOpt = None,
 ) -> None:
     """Force an integration's breaker open: calls fail fast with CIRCUIT_BREAKER_OPEN and nothing is sent,
-    until `breakers reset` (or until --for has passed, when it half-opens as usual)."""
+    until `breakers reset` (or until --for has passed, when it half-opens as usual). Applied by the daemon
+    when one runs (else by this command)."""
     from progressive_cli.config.common import parse_duration
-    from progressive_cli.integrations.breakers import operator_set
 
     seconds = None
     if hold is not None:
@@ -336,9 +334,8 @@ def breakers_open(
         if seconds <= 0:
             raise UsageError(f"--for {hold!r}: must be longer than 0s")
     breaker, reset_timeout = _integration_breaker(ctx, name)
-    result = with_store(ctx, lambda store: operator_set(store, breaker, "open", hold=seconds,
-                                                         reset_timeout=reset_timeout))
-    _done(ctx, output, result)
+    row = apply_control(ctx, "breaker.open", breaker, {"hold": seconds, "reset_timeout": reset_timeout}, wait=wait)
+    _done(ctx, output, row["result"])
 
 
 def _done(ctx: typer.Context, output: OutputFormat | None, result: dict[str, Any]) -> None:

@@ -14,7 +14,17 @@ except ImportError:  # pragma: no cover - older typer depends on click
     from click.exceptions import ClickException  # type: ignore[no-redef,assignment,unused-ignore]
 
 from progressive_cli import __version__
-from progressive_cli.cli import catalog, events, health, integrations, messages, plan, project_cmds, runs  # noqa: F401
+from progressive_cli.cli import (  # noqa: F401
+    catalog,
+    daemon,
+    events,
+    health,
+    integrations,
+    messages,
+    plan,
+    project_cmds,
+    runs,
+)
 from progressive_cli.cli.app import parse_pairs, state
 from progressive_cli.cli.output import OutputFormat, say
 from progressive_cli.errors import EXIT_CODE_HELP, ExitCode, ProgressiveError
@@ -111,6 +121,7 @@ integrations.register(app)
 events.register(app)
 health.register(app)
 runs.register(app)
+daemon.register(app)
 plan.register(app)
 
 

@@ -3,13 +3,22 @@
 import contextlib
 import enum
 import sys
-import time
 from typing import Annotated, Any
 
 import typer
 
-from progressive_cli.cli.app import InputFileOpt, InputsOpt, OutputOpt, new_typer, read_inputs, state, with_store
-from progressive_cli.cli.output import OutputFormat, emit, is_tty, iso_time, say, to_json_line, use_color
+from progressive_cli.cli.app import (
+    ControlWaitOpt,
+    InputFileOpt,
+    InputsOpt,
+    OutputOpt,
+    apply_control,
+    new_typer,
+    read_inputs,
+    state,
+    with_store,
+)
+from progressive_cli.cli.output import OutputFormat, emit, is_tty, say, to_json_line, use_color
 from progressive_cli.errors import ExitCode, NotFoundError, UnavailableError, UsageError
 
 run_app = new_typer("Run a workflow in this process, or queue it for a worker.")
@@ -252,6 +261,7 @@ def _ensure_worker(ctx: typer.Context, project: Any, store: Any) -> tuple[Any, s
     """Start a worker for the store's queue unless one is alive. Returns what to say about it, and a
     ``nudge`` for following a run: unless a worker, or some other live process, is on the run, it starts
     a worker again, and gives up (exit 5) after three that came and went without the run moving on."""
+    from progressive_cli.engine.executor import is_live
     from progressive_cli.worker import WorkerLock, ensure_worker, worker_paths
 
     lock_path, log = worker_paths(store, project.root)
@@ -265,7 +275,7 @@ def _ensure_worker(ctx: typer.Context, project: Any, store: Any) -> tuple[Any, s
     def nudge(execution: Any, progressed: bool) -> None:
         nonlocal spawned
         children[:] = [child for child in children if child.poll() is None]  # reap the ones that ended
-        owned = execution.status == "running" and _live(execution)
+        owned = execution.status == "running" and is_live(execution)
         if progressed or owned:
             spawned = 0
         if owned or lock.taken():
@@ -290,7 +300,7 @@ def worker_command(
     import asyncio
     import signal
 
-    from progressive_cli.worker import Worker, WorkerLock, worker_paths
+    from progressive_cli.worker import WorkerLock, worker_paths
 
     project, store, engine = _engine(ctx, quiet=True)
     lock = WorkerLock(worker_paths(store, project.root)[0])
@@ -298,9 +308,7 @@ def worker_command(
         say(f"a worker (pid {lock.holder()}) already runs the queue of {store.url}; nothing to do")
         _run(store.close())
         return
-    settings = project.settings.daemon
-    worker = Worker(store, engine, concurrency=concurrency or settings.workers, poll_interval=settings.poll_interval)
-    engine.on_event = worker.on_event
+    worker = new_worker(project, store, engine, concurrency)
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -313,6 +321,18 @@ def worker_command(
             await store.close()
 
     _run(go())
+
+
+def new_worker(project: Any, store: Any, engine: Any, concurrency: int | None = None) -> Any:
+    """A worker on ``engine`` with the project's settings, logging the engine's events."""
+    from progressive_cli.worker import Worker
+
+    settings = project.settings
+    worker = Worker(store, engine, concurrency=concurrency or settings.daemon.workers,
+                    poll_interval=settings.daemon.poll_interval, log_format=settings.logging.format,
+                    log_level=settings.logging.level)
+    engine.on_event = worker.on_event
+    return worker
 
 
 # --- executions -----------------------------------------------------------------------------------------
@@ -436,42 +456,31 @@ def executions_logs(ctx: typer.Context, execution_id: Annotated[str, typer.Argum
 
 
 @executions_app.command("cancel")
-def executions_cancel(ctx: typer.Context, execution_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Cancel a run: a live run stops before its next step; a stopped or queued one is marked cancelled."""
-    from progressive_cli.store.base import FINISHED, Event, now
+def executions_cancel(ctx: typer.Context, execution_id: Annotated[str, typer.Argument(metavar="ID")],
+                      wait: ControlWaitOpt = 10.0, output: OutputOpt = None) -> None:
+    """Cancel a run: a live run stops before its next step; a stopped or queued one is marked cancelled.
+    Applied by the daemon when one runs (else by this command)."""
+    from progressive_cli.store.base import FINISHED
 
-    async def go() -> str:
-        store = _store(ctx)
-        try:
-            execution = await _find(store, execution_id)
-            if execution.status in FINISHED:
-                raise UsageError(f"execution {execution.id[:12]} already {execution.status}")
-            if _live(execution):
-                await store.update_execution(execution.id, cancel_requested=True)
-                return f"cancel requested; {execution.owner} stops {execution.id[:12]} before its next step"
-            event = Event("workflow.cancelled", {"workflow": execution.workflow, "status": "cancelled"},
-                          source=f"progressive/workflows/{execution.workflow}", subject=execution.id,
-                          execution_id=execution.id)
-            await store.update_execution(execution.id, [event], status="cancelled", cancel_requested=True,
-                                         finished_at=now(), error={"kind": "CANCELLED", "message": "cancelled"})
-            return f"cancelled {execution.id[:12]}"
-        finally:
-            await store.close()
+    async def find(store: Any) -> Any:
+        return await _find(store, execution_id)
 
-    say(_run(go()), style="ok")
-
-
-def _live(execution: Any) -> bool:
-    """Whether a process holds the run's lease and is (as far as this host can tell) alive."""
-    from progressive_cli.engine.executor import _owner_is_dead
-    from progressive_cli.store.base import now
-
-    return execution.owner is not None and (execution.lease_until or 0) > now() \
-        and not _owner_is_dead(execution.owner)
+    execution = with_store(ctx, find)
+    if execution.status in FINISHED:
+        raise UsageError(f"execution {execution.id[:12]} already {execution.status}")
+    result = apply_control(ctx, "execution.cancel", execution.id, wait=wait)["result"]
+    fmt = state(ctx).fmt(output)
+    if fmt is not OutputFormat.table:
+        emit(result, fmt)
+    elif result["status"] == "cancelled":
+        say(f"cancelled {execution.id[:12]}", style="ok")
+    else:
+        say(f"cancel requested; {result['note']}", style="ok")
 
 
 def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, output: OutputFormat | None,
               *, retry: bool) -> None:
+    from progressive_cli.engine.executor import is_live
     from progressive_cli.store.base import FINISHED, now
 
     _project, store, engine = _engine(ctx)
@@ -492,7 +501,7 @@ def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, outp
                 raise UsageError(f"execution {execution.id[:12]} completed; use --from-step to run part of it again")
             if execution.status not in FINISHED and from_step is None:
                 raise UsageError(f"execution {execution.id[:12]} is {execution.status}; resume it instead")
-            if _live(execution):  # its owner would go on with records we are about to drop
+            if is_live(execution):  # its owner would go on with records we are about to drop
                 raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}; "
                                        "cancel it first")
             steps = await store.load_steps(execution.id)
@@ -542,162 +551,8 @@ def executions_retry(
     _continue(ctx, execution_id, from_step, output, retry=True)
 
 
-daemon_app = new_typer("The daemon: the worker, workflow triggers, health checks and the event bus in one process.")
-
-
-@daemon_app.command("run")
-def daemon_run(ctx: typer.Context) -> None:
-    """Run the daemon in the foreground (for systemd and containers): work the queue, fire cron, interval
-    and event triggers, run the health checks every health.interval with alerts, pump the event bus,
-    apply retention. SIGHUP reloads the project after validating it (an invalid one is refused and the
-    old one kept). SIGTERM or Ctrl-C: the runs in flight get daemon.grace seconds, then it exits 0.
-    Exits 5 if a daemon or worker already works this store."""
-    import asyncio
-    import os
-
-    from progressive_cli.daemon import Daemon
-    from progressive_cli.worker import Worker, WorkerLock, worker_paths
-
-    project, store, engine = _engine(ctx, quiet=True)
-    lock = WorkerLock(worker_paths(store, project.root)[0])
-    if not lock.acquire(wait=1.0):
-        _run(store.close())
-        raise UnavailableError(f"a daemon or worker (pid {lock.holder()}) already works {store.url}")
-    settings = project.settings.daemon
-    worker = Worker(store, engine, concurrency=settings.workers, poll_interval=settings.poll_interval)
-    engine.on_event = worker.on_event
-    def reload() -> Any:
-        from progressive_cli.config.project import load_project
-
-        return load_project(project.root, overrides=state(ctx).overrides)
-
-    daemon = Daemon(project, store, engine, worker, reload=reload)
-    pidfile = _pidfile(project)
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    pidfile.write_text(f"{os.getpid()}\n")
-
-    async def go() -> None:
-        try:
-            await daemon.run()
-        finally:
-            lock.release()
-            await store.close()
-
-    try:
-        asyncio.run(go())
-    finally:
-        with contextlib.suppress(OSError):
-            if pidfile.read_text().strip() == str(os.getpid()):
-                pidfile.unlink()
-
-
-def _pidfile(project: Any) -> Any:
-    from pathlib import Path
-
-    path = Path(project.settings.daemon.pidfile)
-    return path if path.is_absolute() else project.root / path
-
-
-def _daemon_pid(project: Any) -> int | None:
-    """The pid in the daemon's pidfile if that process is alive (and not a zombie), else None."""
-    import os
-
-    try:
-        pid = int(_pidfile(project).read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return None
-    except OSError:
-        pass
-    return pid
-
-
-@daemon_app.command("start")
-def daemon_start(
-    ctx: typer.Context,
-    wait: Annotated[float, typer.Option("--wait", min=0.5, help="Seconds to wait for it to start.")] = 15.0,
-) -> None:
-    """Start the daemon in the background, logging to daemon.logfile; exits 5 if one is already running."""
-    from pathlib import Path
-
-    from progressive_cli.worker import spawn_worker
-
-    project = state(ctx).project()
-    pid = _daemon_pid(project)
-    if pid is not None:
-        raise UnavailableError(f"a daemon is already running (pid {pid}, pidfile {_pidfile(project)})")
-    log = Path(project.settings.daemon.logfile)
-    log = log if log.is_absolute() else project.root / log
-    args = [arg for key, value in state(ctx).overrides.items() for arg in ("--set", f"{key}={value}")]
-    proc = spawn_worker(project.root, log, args, command=("daemon", "run"))
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-            raise UnavailableError(f"the daemon exited at once ({proc.returncode}): {tail[0] if tail else log}")
-        if _daemon_pid(project) == proc.pid:
-            say(f"daemon started: pid {proc.pid}, log {log}", style="ok")
-            return
-        time.sleep(0.1)
-    raise UnavailableError(f"the daemon (pid {proc.pid}) did not start within {wait:g}s; see {log}")
-
-
-@daemon_app.command("stop")
-def daemon_stop(
-    ctx: typer.Context,
-    wait: Annotated[float | None, typer.Option(
-        "--wait", min=0.5, help="Seconds to wait (default: daemon.grace + 10).")] = None,
-) -> None:
-    """Stop the background daemon with SIGTERM (runs in flight get daemon.grace to finish) and wait for it."""
-    import os
-    import signal
-
-    project = state(ctx).project()
-    pid = _daemon_pid(project)
-    if pid is None:
-        say("no daemon is running")
-        return
-    os.kill(pid, signal.SIGTERM)
-    limit = wait if wait is not None else float(project.settings.daemon.grace) + 10.0
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if _daemon_pid(project) is None:
-            say(f"daemon stopped (pid {pid})", style="ok")
-            return
-        time.sleep(0.1)
-    raise UnavailableError(f"the daemon (pid {pid}) is still running after {limit:g}s")
-
-
-@daemon_app.command("status")
-def daemon_status(ctx: typer.Context, output: OutputOpt = None) -> None:
-    """Whether the daemon runs (pid, since when), and its queue and newest health results; exits 5 if it
-    does not run."""
-    project = state(ctx).project()
-    pid = _daemon_pid(project)
-
-    async def read(store: Any) -> tuple[int, list[dict[str, Any]]]:
-        return await store.queue_depth(), await store.latest_health()
-
-    depth, health = with_store(ctx, read)
-    since = _pidfile(project).stat().st_mtime if pid is not None else None
-    newest = max((h["at"] for h in health), default=None)
-    data = {"running": pid is not None, "pid": pid,
-            "since": iso_time(since),
-            "queue_depth": depth,
-            "health_age_s": round(time.time() - newest, 1) if newest else None,
-            "pidfile": str(_pidfile(project))}
-    emit(data, state(ctx).fmt(output))
-    if pid is None:
-        raise typer.Exit(int(ExitCode.UNAVAILABLE))
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(run_app, name="run")
     app.add_typer(executions_app, name="executions")
     app.command("worker")(worker_command)
-    app.add_typer(daemon_app, name="daemon")
 

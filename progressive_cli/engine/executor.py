@@ -782,6 +782,12 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
+def is_live(execution: Execution) -> bool:
+    """Whether a process holds the run's lease and is (as far as this host can tell) alive."""
+    return execution.owner is not None and (execution.lease_until or 0) > time.time() \
+        and not _owner_is_dead(execution.owner)
+
+
 def _iso(ts: float) -> str:
     from datetime import UTC, datetime
 

@@ -64,7 +64,8 @@ async def process(project: Any, store: Any, results: list[dict[str, Any]]) -> li
     events = [Event(t, n, source="progressive/health", subject=n["check"]) for n in notices for t in event_types]
     await store.save_alerts(rows, events)
     for notice in notices:
-        await asyncio.gather(*(_send(sink, notice) for sink in settings.sinks if sink.type != "event"))
+        await asyncio.gather(*(_send(sink, notice, project.settings.logging.format)
+                               for sink in settings.sinks if sink.type != "event"))
     return notices
 
 
@@ -73,11 +74,18 @@ def _text(notice: dict[str, Any]) -> str:
     return one_line(REDACTOR.redact(f"[{mark}] {notice['check']}: {notice['status']}: {notice['detail']}"))
 
 
-async def _send(sink: Any, notice: dict[str, Any]) -> None:
-    """One sink; a sink that fails is logged, never raised (the next sink and the next check go on)."""
+async def _send(sink: Any, notice: dict[str, Any], log_format: str = "text") -> None:
+    """One sink; a sink that fails is logged, never raised (the next sink and the next check go on). The
+    ``log`` sink writes the notice's text, or with ``logging.format: json`` a JSON line with its fields."""
     try:
         if sink.type == "log":
-            sys.stderr.write(_text(notice) + "\n")
+            if log_format == "json":
+                from progressive_cli.util import log_line
+
+                level = "info" if notice["state"] == "resolved" else "error"
+                sys.stderr.write(log_line("json", "alert", _text(notice), level=level, **notice) + "\n")
+            else:
+                sys.stderr.write(_text(notice) + "\n")
         elif sink.type == "webhook":
             import httpx
 

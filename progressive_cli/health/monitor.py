@@ -10,7 +10,11 @@ Groups (seed: "Integration Health Monitor", plus ``state-store``):
 - ``database-connectivity/<id>``: each enabled database's ping;
 - ``external-apis/<id>``: each enabled API's breaker, and its ``health`` request with its gatus-style
   conditions when one is configured (APIs without one are not called: third-party quotas);
-- ``event-bus``: the error rate of the subscriptions and their dead letters.
+- ``event-bus``: the error rate of the subscriptions and their dead letters;
+- ``scheduler``: the daemon's APScheduler, read from its heartbeat row: unhealthy when its heartbeat
+  stopped without a clean shutdown (it crashed or hangs) while workflows have cron or interval
+  triggers, degraded when a job's last run failed or skipped a run in the last 10 minutes (misfires), or when triggers
+  are declared and no daemon runs; healthy otherwise (no daemon and nothing scheduled included).
 
 A check slower than ``health.response_time`` is degraded; a check that does not finish within
 ``health.timeout`` is unhealthy. Results are kept in the store (``health_results``) for
@@ -49,6 +53,8 @@ def worst(statuses: list[str]) -> str:
 
 
 Check = Callable[[], Awaitable[tuple[str, str]]]
+MISSED_WINDOW = 600.0
+"""A scheduler job that skipped a run within this many seconds makes the ``scheduler`` check degraded."""
 
 
 class Monitor:
@@ -68,6 +74,7 @@ class Monitor:
             "mca-coordination": ("mca-coordination", self._mca),
             "agent-communication": ("agent-communication", self._agents),
             "event-bus": ("event-bus", self._event_bus),
+            "scheduler": ("scheduler", self._scheduler),
         }
         for item in self.project.integrations.integrations:
             if not item.enabled:
@@ -177,6 +184,35 @@ class Monitor:
         detail = f"error rate {rate:.1%}, retry queue {retrying}, dead letters {dead}"
         degraded = rate > float(self.settings.error_rate) or dead > 0
         return ("degraded" if degraded else "healthy"), detail
+
+    async def _scheduler(self) -> tuple[str, str]:
+        from progressive_cli.controls import live_daemon
+
+        scheduled = sum(1 for w in self.project.workflows.values() for t in w.triggers if t.type != "event")
+        triggers = f"{scheduled} cron/interval trigger(s)" if scheduled else "no cron/interval triggers"
+        daemon = await live_daemon(self.store)
+        if daemon is None:
+            rows = await self.store.daemons()
+            crashed = rows[0] if rows and rows[0]["stopped_at"] is None else None
+            if crashed is not None:
+                ago = time.time() - crashed["seen_at"]
+                note = (f"the daemon (pid {crashed['pid']} on {crashed['host']}) stopped heartbeating {ago:.0f}s "
+                        f"ago without a clean shutdown; {triggers}")
+                return ("unhealthy" if scheduled else "degraded"), note
+            return ("degraded" if scheduled else "healthy"), f"no daemon is running; {triggers}" + (
+                " do not fire" if scheduled else "")
+        jobs = daemon["info"].get("jobs", {})
+        failing = [f"{name}: {job['last_error']}" for name, job in sorted(jobs.items()) if job.get("last_error")]
+        missed = sorted(name for name, job in jobs.items()
+                        if job.get("last_missed") and time.time() - job["last_missed"] < MISSED_WINDOW)
+        detail = (f"daemon pid {daemon['pid']} on {daemon['host']}, heartbeat "
+                  f"{time.time() - daemon['seen_at']:.1f}s ago, {len(jobs)} job(s), {triggers}")
+        if failing:
+            return "degraded", f"{detail}; failing: {'; '.join(failing)}"
+        if missed:
+            return "degraded", f"{detail}; runs skipped in the last {MISSED_WINDOW / 60:g} min (late or " \
+                f"overlapping): {', '.join(missed)}"
+        return "healthy", detail
 
 
 def _status(result: dict[str, Any]) -> str:

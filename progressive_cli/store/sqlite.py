@@ -22,7 +22,7 @@ from progressive_cli.store.base import Event, Execution, Message, StepRecord, Wo
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Each entry upgrades from version i to i + 1. Later issues append; nothing is ever edited.
 MIGRATIONS: list[str] = [
@@ -183,6 +183,21 @@ MIGRATIONS: list[str] = [
         check_name TEXT PRIMARY KEY, firing INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
         successes INTEGER NOT NULL DEFAULT 0, fired_at REAL, notified_at REAL, resolved_at REAL,
         status TEXT, detail TEXT, updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 6: operator actions (written by the CLI and dashboard, applied by the daemon or in process), and
+    # the daemons' presence (a heartbeat row each, with their scheduler's job figures)
+    """
+    DROP TABLE controls;
+    CREATE TABLE controls (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending', requested_by TEXT NOT NULL, created_at REAL NOT NULL,
+        applied_by TEXT, claimed_at REAL, applied_at REAL, result TEXT, error TEXT
+    );
+    CREATE INDEX controls_status ON controls (status, created_at);
+    CREATE TABLE daemons (
+        id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started_at REAL NOT NULL,
+        seen_at REAL NOT NULL, stopped_at REAL, info TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
 ]
@@ -594,6 +609,85 @@ class SQLiteStore:
                            [(r["check_name"], int(r["firing"]), r["failures"], r["successes"], r["fired_at"],
                              r["notified_at"], r["resolved_at"], r["status"], r["detail"], t) for r in rows])
             _insert_events(db, events)
+
+    # --- operator controls and daemons ----------------------------------------------------------------
+    _CONTROL_FIELDS = ("id", "kind", "target", "payload", "status", "requested_by", "created_at", "applied_by",
+                       "claimed_at", "applied_at", "result", "error")
+
+    def _control_rows(self, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        out = [dict(zip(self._CONTROL_FIELDS, r, strict=True)) for r in rows]
+        for row in out:
+            row["payload"], row["result"] = _loads(row["payload"]), _loads(row["result"])
+        return out
+
+    async def add_control(self, kind: str, target: str, payload: dict[str, Any], requested_by: str,
+                          events: list[Event] | None = None) -> str:
+        control_id = new_id()
+        self._write([("INSERT INTO controls (id, kind, target, payload, requested_by, created_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?)", (control_id, kind, target, _dumps(payload), requested_by, now()))],
+                    events)
+        return control_id
+
+    async def claim_controls(self, applier: str, *, ids: list[str] | None = None, kinds: list[str] | None = None,
+                             stale_after: float = 60.0, limit: int = 100) -> list[dict[str, Any]]:
+        """Take pending controls (oldest first), or ones an applier took more than ``stale_after`` seconds
+        ago without finishing (it died), for ``applier``: each is handed to one applier at a time."""
+        t = now()
+        where = ["(status = 'pending' OR (status = 'applying' AND claimed_at < ?))"]
+        params: list[Any] = [t - stale_after]
+        for column, values in (("id", ids), ("kind", kinds)):
+            if values is not None:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        with self._transaction() as db:
+            rows = db.execute(
+                f"UPDATE controls SET status = 'applying', applied_by = ?, claimed_at = ? WHERE id IN "
+                f"(SELECT id FROM controls WHERE {' AND '.join(where)} ORDER BY created_at LIMIT ?) "
+                f"RETURNING {', '.join(self._CONTROL_FIELDS)}", (applier, t, *params, limit)).fetchall()
+        return sorted(self._control_rows(rows), key=lambda r: r["created_at"])
+
+    async def finish_control(self, control_id: str, applier: str, *, result: Any = None, error: str | None = None,
+                             events: list[Event] | None = None) -> bool:
+        """Record the outcome of a control ``applier`` took (False, and nothing written, if it is no longer
+        theirs)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE controls SET status = ?, applied_at = ?, result = ?, error = ? "
+                "WHERE id = ? AND applied_by = ? AND status = 'applying'",
+                ("failed" if error is not None else "applied", now(), None if result is None else _dumps(result),
+                 error, control_id, applier))
+            if cursor.rowcount:
+                _insert_events(db, events)
+        return bool(cursor.rowcount)
+
+    async def controls(self, *, ids: list[str] | None = None, statuses: list[str] | None = None,
+                       limit: int = 100) -> list[dict[str, Any]]:
+        """Controls, newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, values in (("id", ids), ("status", statuses)):
+            if values is not None:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.execute(f"SELECT {', '.join(self._CONTROL_FIELDS)} FROM controls{clause} "
+                               "ORDER BY created_at DESC LIMIT ?", (*params, limit)).fetchall()
+        return self._control_rows(rows)
+
+    async def save_daemon(self, daemon_id: str, host: str, pid: int, started_at: float, info: dict[str, Any], *,
+                          stopped: bool = False) -> None:
+        t = now()
+        self._write([("INSERT OR REPLACE INTO daemons VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (daemon_id, host, pid, started_at, t, t if stopped else None, _dumps(info)))], None)
+
+    async def daemons(self) -> list[dict[str, Any]]:
+        """Every daemon that has run on this store, newest first."""
+        names = ("id", "host", "pid", "started_at", "seen_at", "stopped_at", "info")
+        rows = self.db.execute(f"SELECT {', '.join(names)} FROM daemons ORDER BY started_at DESC").fetchall()
+        out = [dict(zip(names, r, strict=True)) for r in rows]
+        for row in out:
+            row["info"] = _loads(row["info"])
+        return out
 
     # --- event bus: offsets, retry queue, dead letters -----------------------------------------------
     async def prune_events(self, before: float) -> int:

@@ -69,7 +69,7 @@ def test_health_exit_codes_follow_the_servers(cli, project, api, postgres_server
     r = cli("-p", p, "health", "-o", "json")
     assert r.exit_code == 0, r.stdout
     got = checks(r)
-    assert set(got) == {"state-store", "mca-coordination", "agent-communication", "event-bus",
+    assert set(got) == {"state-store", "mca-coordination", "agent-communication", "event-bus", "scheduler",
                         "external-apis/status-api", "external-apis/quiet-api", "database-connectivity/pg"}
     assert got["external-apis/status-api"]["detail"].startswith("GET /health -> 200")
     assert got["external-apis/quiet-api"]["detail"] == "breaker closed"  # no health request: not called

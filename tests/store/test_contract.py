@@ -592,3 +592,61 @@ def test_queue_expired_lease_is_reclaimed_and_attempts_counted(store, clock):
     assert (third.id, third.attempts) == (item_id, 3)
     run(store.finish_work(item_id))
     assert run(store.queue_depth()) == 0
+
+
+# --- operator controls and daemons ----------------------------------------------------------------------
+def test_controls_round_trip_and_are_claimed_once(store, clock):
+    first = run(store.add_control("breaker.reset", "integration:api", {}, "cli:me@h:1",
+                                  [Event("control.requested", {"kind": "breaker.reset"})]))
+    clock.advance(1)
+    second = run(store.add_control("dlq.replay", "all", {"ids": None}, "cli:me@h:1"))
+    assert [e.type for e in all_events(store)] == ["control.requested"]
+    rows = run(store.controls())
+    assert [r["id"] for r in rows] == [second, first]  # newest first
+    assert rows[1] == {"id": first, "kind": "breaker.reset", "target": "integration:api", "payload": {},
+                            "status": "pending", "requested_by": "cli:me@h:1", "created_at": clock.t - 1,
+                            "applied_by": None, "claimed_at": None, "applied_at": None, "result": None,
+                            "error": None}
+    taken = run(store.claim_controls("daemon:a", kinds=["breaker.reset", "dlq.replay"]))
+    assert [r["id"] for r in taken] == [first, second]  # oldest first
+    assert {r["status"] for r in taken} == {"applying"} and {r["applied_by"] for r in taken} == {"daemon:a"}
+    assert run(store.claim_controls("cli:b")) == []  # nobody else gets them
+    assert not run(store.finish_control(first, "cli:b", result={"x": 1}))  # not theirs
+    clock.advance(2)
+    assert run(store.finish_control(first, "daemon:a", result={"state": "closed"},
+                                    events=[Event("control.applied", {})]))
+    assert run(store.finish_control(second, "daemon:a", result={"exit_code": 3}, error="boom"))
+    done = {r["id"]: r for r in run(store.controls(statuses=["applied", "failed"]))}
+    assert done[first]["status"] == "applied" and done[first]["result"] == {"state": "closed"}
+    assert done[first]["applied_at"] == clock.t
+    assert done[second]["status"] == "failed" and done[second]["error"] == "boom"
+    assert [e.type for e in all_events(store)] == ["control.requested", "control.applied"]
+    assert not run(store.finish_control(first, "daemon:a", result={}))  # once
+
+
+def test_claim_controls_filters_and_takes_over_a_dead_appliers_claim(store, clock):
+    reload_id = run(store.add_control("daemon.reload", "daemon", {}, "cli:x"))
+    cancel_id = run(store.add_control("execution.cancel", "e1", {}, "cli:x"))
+    assert [r["id"] for r in run(store.claim_controls("cli:y", kinds=["execution.cancel"]))] == [cancel_id]
+    assert run(store.claim_controls("cli:y", ids=[cancel_id])) == []
+    clock.advance(30)
+    assert run(store.claim_controls("daemon:z", ids=[cancel_id], stale_after=60)) == []
+    clock.advance(31)  # cli:y died holding it
+    assert [r["id"] for r in run(store.claim_controls("daemon:z", stale_after=60))] == [reload_id, cancel_id]
+    assert not run(store.finish_control(cancel_id, "cli:y", result={}))
+    assert run(store.finish_control(cancel_id, "daemon:z", result={}))
+
+
+def test_daemons_heartbeat_rows(store, clock):
+    assert run(store.daemons()) == []
+    run(store.save_daemon("d1", "host", 42, clock.t, {"jobs": {"health": {"runs": 1}}}))
+    clock.advance(5)
+    run(store.save_daemon("d1", "host", 42, clock.t - 5, {"jobs": {"health": {"runs": 2}}}))
+    clock.advance(5)
+    run(store.save_daemon("d2", "other", 7, clock.t, {}))
+    run(store.save_daemon("d1", "host", 42, clock.t - 10, {"jobs": {}}, stopped=True))
+    rows = run(store.daemons())
+    assert [r["id"] for r in rows] == ["d2", "d1"]
+    assert rows[1] == {"id": "d1", "host": "host", "pid": 42, "started_at": clock.t - 10, "seen_at": clock.t,
+                       "stopped_at": clock.t, "info": {"jobs": {}}}
+    assert rows[0]["stopped_at"] is None and rows[0]["info"] == {}

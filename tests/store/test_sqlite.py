@@ -455,14 +455,14 @@ def test_a_version_1_file_is_migrated_to_the_mca_tables(tmp_path, monkeypatch):
     assert pragma(path, "user_version") == 1
     monkeypatch.undo()
     store = SQLiteStore(path)
-    assert pragma(path, "user_version") == SCHEMA_VERSION == 5
+    assert pragma(path, "user_version") == SCHEMA_VERSION == 6
     beats = run(store.heartbeats())
     assert beats == [{"agent": "npa", "instance": "npa#0", "at": 5.0, "status": "ok", "detail": None,
                       "checked_at": None, "failures": 0}]
     run(store.record_heartbeat("npa", "npa#0", False, "refused"))
     assert run(store.heartbeats())[0]["failures"] == 1 and run(store.heartbeats())[0]["at"] == 5.0
     assert {"agent_metrics", "agent_inflight", "messages", "incidents", "integration_metrics", "bus_offsets",
-            "bus_retries", "dead_letters", "bus_metrics", "alerts"} <= tables(path)
+            "bus_retries", "dead_letters", "bus_metrics", "alerts", "controls", "daemons"} <= tables(path)
     run(store.close())
 
 

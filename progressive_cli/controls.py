@@ -1,0 +1,210 @@
+"""Operator controls: actions the CLI and the dashboard write to the store, for the daemon to apply.
+
+A control is a row of the ``controls`` table: a ``kind`` (below), a ``target`` and a JSON ``payload``,
+who asked and when, then who applied it, when, and its result or error. The row is the request, the
+audit trail and the acknowledgement at once: a screen or a command that asked shows when it has taken
+effect by reading it back.
+
+Who applies it:
+
+- **a daemon,** when one is alive on the store (it heartbeats a ``daemons`` row every few seconds):
+  its ``controls`` job claims pending rows every half second and applies them in its own process, so a
+  breaker reset reaches its in-memory breakers and a replay its bus at once;
+- **the asking process itself,** when no daemon is alive, or when the daemon has not taken the
+  control within the caller's wait (it is stuck or going down): ``daemon.reload`` is the exception,
+  only a daemon can apply it.
+
+Claims are atomic (``claim_controls``), so a control is applied by one process only. An applier that
+dies half-way leaves its claim, which another applier takes over after a minute: every action here is
+safe to apply twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from progressive_cli.errors import ExitCode, NotFoundError, ProgressiveError, UnavailableError, UsageError, one_line
+from progressive_cli.store.base import FINISHED, Event, StateStore, now
+
+KINDS: dict[str, str] = {
+    "breaker.reset": "close a circuit breaker and clear its counters",
+    "breaker.open": "force a circuit breaker open (payload: hold seconds, reset_timeout)",
+    "execution.cancel": "cancel a run (a live one stops before its next step)",
+    "dlq.replay": "put dead letters back on their retry queue (payload: ids, or all)",
+    "dlq.purge": "delete dead letters (payload: ids, or before)",
+    "daemon.reload": "reload the project after validating it (a daemon only)",
+}
+DAEMON_ONLY = frozenset({"daemon.reload"})
+DAEMON_STALE = 10.0
+"""A daemon whose heartbeat row is older than this is taken for gone."""
+HEARTBEAT_EVERY = 2.0
+"""How often a daemon writes its heartbeat row (its ``heartbeat`` job)."""
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def whoami(role: str) -> str:
+    """``role:user@host:pid``: who asked for, or applied, a control."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{role}:{user}@{socket.gethostname()}:{os.getpid()}"
+
+
+async def request(store: StateStore, kind: str, target: str, payload: dict[str, Any] | None = None, *,
+                  by: str) -> str:
+    """Write a control (and a ``control.requested`` event); returns its id."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown control '{kind}'; controls: {', '.join(KINDS)}")
+    event = Event("control.requested", {"kind": kind, "target": target, "by": by}, subject=target)
+    return await store.add_control(kind, target, payload or {}, by, [event])
+
+
+async def live_daemon(store: StateStore) -> dict[str, Any] | None:
+    """The daemon alive on ``store`` (its heartbeat is fresh and, on this host, its pid exists), or None."""
+    from progressive_cli.engine.executor import _owner_is_dead
+
+    t = now()
+    for row in await store.daemons():
+        if row["stopped_at"] is not None or t - row["seen_at"] > DAEMON_STALE:
+            continue
+        if _owner_is_dead(f"{row['host']}:{row['pid']}"):
+            continue
+        return row
+    return None
+
+
+class Applier:
+    """Applies controls in this process. The daemon makes one with its ``reload``; the CLI one without."""
+
+    def __init__(self, store: StateStore, name: str, *, reload: Callable[[], Awaitable[str]] | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.handlers: dict[str, Handler] = {
+            "breaker.reset": self._breaker_reset,
+            "breaker.open": self._breaker_open,
+            "execution.cancel": self._cancel,
+            "dlq.replay": self._replay,
+            "dlq.purge": self._purge,
+        }
+        if reload is not None:
+            self.handlers["daemon.reload"] = lambda _row: reload()
+
+    async def apply(self, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """Claim the pending controls (only ``ids`` if given) this applier can apply, apply them in order,
+        record each outcome; returns the rows as finished."""
+        done = []
+        for row in await self.store.claim_controls(self.name, ids=ids, kinds=list(self.handlers)):
+            events = [Event("control.applied", {"kind": row["kind"], "target": row["target"], "by": self.name},
+                            subject=row["target"])]
+            try:
+                row["result"], row["error"] = await self.handlers[row["kind"]](row), None
+            except ProgressiveError as exc:
+                row["result"], row["error"] = {"exit_code": int(exc.exit_code)}, one_line(exc.message)
+            except Exception as exc:  # a control must never take its applier (the daemon) down
+                row["result"] = {"exit_code": int(ExitCode.FAILED)}
+                row["error"] = one_line(f"{type(exc).__name__}: {exc}")
+            if row["error"] is not None:
+                events[0].type = "control.failed"
+                events[0].data["error"] = row["error"]
+            await self.store.finish_control(row["id"], self.name, result=row["result"], error=row["error"],
+                                            events=events)
+            row["status"] = "failed" if row["error"] is not None else "applied"
+            row["applied_by"] = self.name
+            done.append(row)
+        return done
+
+    # --- the actions ---------------------------------------------------------------------------------
+    async def _breaker_reset(self, row: dict[str, Any]) -> Any:
+        from progressive_cli.integrations.breakers import operator_set
+
+        return await operator_set(self.store, row["target"], "closed")
+
+    async def _breaker_open(self, row: dict[str, Any]) -> Any:
+        from progressive_cli.integrations.breakers import operator_set
+
+        payload = row["payload"]
+        return await operator_set(self.store, row["target"], "open", hold=payload.get("hold"),
+                                  reset_timeout=float(payload.get("reset_timeout", 0.0)))
+
+    async def _cancel(self, row: dict[str, Any]) -> Any:
+        from progressive_cli.engine.executor import is_live
+
+        store = self.store
+        execution = await store.get_execution(row["target"])
+        if execution is None:
+            raise NotFoundError(f"no execution {row['target']}")
+        if execution.status in FINISHED:
+            raise UsageError(f"execution {execution.id[:12]} already {execution.status}")
+        if is_live(execution):
+            await store.update_execution(execution.id, cancel_requested=True)
+            return {"execution": execution.id, "status": execution.status, "cancel_requested": True,
+                    "note": f"{execution.owner} stops it before its next step"}
+        event = Event("workflow.cancelled", {"workflow": execution.workflow, "status": "cancelled"},
+                      source=f"progressive/workflows/{execution.workflow}", subject=execution.id,
+                      execution_id=execution.id)
+        await store.update_execution(execution.id, [event], status="cancelled", cancel_requested=True,
+                                     finished_at=now(), error={"kind": "CANCELLED", "message": "cancelled"})
+        return {"execution": execution.id, "status": "cancelled", "cancel_requested": True}
+
+    async def _replay(self, row: dict[str, Any]) -> Any:
+        ids = row["payload"].get("ids")
+        return {"replayed": await self.store.replay_dead_letters(ids, time.time())}
+
+    async def _purge(self, row: dict[str, Any]) -> Any:
+        payload = row["payload"]
+        return {"purged": await self.store.purge_dead_letters(payload.get("before"), payload.get("ids"))}
+
+
+async def settle(store: StateStore, control_id: str, kind: str, *, wait: float, by: str,
+                 poll: float = 0.05) -> dict[str, Any]:
+    """See a control through: wait up to ``wait`` seconds for a live daemon to apply it, else (no daemon,
+    or it did not take it in time) apply it here. Returns the finished row; raises what it failed with."""
+    daemon = await live_daemon(store)
+    if daemon is None and kind in DAEMON_ONLY:
+        message = f"no daemon is running on {store.url}; {kind} needs one"
+        if await store.claim_controls(by, ids=[control_id]):
+            await store.finish_control(control_id, by, result={"exit_code": int(ExitCode.UNAVAILABLE)},
+                                       error=message)
+        raise UnavailableError(message)
+    if daemon is not None:
+        deadline = time.monotonic() + wait
+        while True:
+            row = (await store.controls(ids=[control_id]))[0]
+            if row["status"] in ("applied", "failed"):
+                return _outcome(row)
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(poll)
+        if kind in DAEMON_ONLY:
+            raise UnavailableError(f"the daemon (pid {daemon['pid']}) has not applied {kind} within {wait:g}s; "
+                                   f"the request {control_id[:12]} stays pending")
+    rows = await Applier(store, by).apply([control_id])
+    if rows:
+        return _outcome(rows[0])
+    deadline = time.monotonic() + max(wait, 10.0)  # the daemon took it at the last moment: await its outcome
+    while (row := (await store.controls(ids=[control_id]))[0])["status"] == "applying":
+        if time.monotonic() >= deadline:
+            raise UnavailableError(f"{row['applied_by']} took {kind} {row['target']} (control {control_id[:12]}) "
+                                   "but has not finished it")
+        await asyncio.sleep(poll)
+    return _outcome(row)
+
+
+def _outcome(row: dict[str, Any]) -> dict[str, Any]:
+    if row["status"] == "failed":
+        error = ProgressiveError(row["error"])
+        error.exit_code = ExitCode((row["result"] or {}).get("exit_code", ExitCode.FAILED))
+        raise error
+    return row
+
+
+__all__ = ["DAEMON_ONLY", "DAEMON_STALE", "HEARTBEAT_EVERY", "KINDS", "Applier", "live_daemon", "request",
+           "settle", "whoami"]
