@@ -36,6 +36,8 @@ KINDS: dict[str, str] = {
     "breaker.reset": "close a circuit breaker and clear its counters",
     "breaker.open": "force a circuit breaker open (payload: hold seconds, reset_timeout)",
     "execution.cancel": "cancel a run (a live one stops before its next step)",
+    "execution.resume": "queue an interrupted or waiting run to go on (completed steps are not run again)",
+    "execution.retry": "queue a failed run again from its failed step (payload: from_step)",
     "dlq.replay": "put dead letters back on their retry queue (payload: ids, or all)",
     "dlq.purge": "delete dead letters (payload: ids, or before)",
     "daemon.reload": "reload the project after validating it (a daemon only)",
@@ -91,6 +93,8 @@ class Applier:
             "breaker.reset": self._breaker_reset,
             "breaker.open": self._breaker_open,
             "execution.cancel": self._cancel,
+            "execution.resume": self._resume,
+            "execution.retry": self._retry,
             "dlq.replay": self._replay,
             "dlq.purge": self._purge,
         }
@@ -138,9 +142,7 @@ class Applier:
         from progressive_cli.engine.executor import is_live
 
         store = self.store
-        execution = await store.get_execution(row["target"])
-        if execution is None:
-            raise NotFoundError(f"no execution {row['target']}")
+        execution = await self._execution(row["target"])
         if execution.status in FINISHED:
             raise UsageError(f"execution {execution.id[:12]} already {execution.status}")
         if is_live(execution):
@@ -154,6 +156,32 @@ class Applier:
                                      finished_at=now(), error={"kind": "CANCELLED", "message": "cancelled"})
         return {"execution": execution.id, "status": "cancelled", "cancel_requested": True}
 
+    async def _resume(self, row: dict[str, Any]) -> Any:
+        from progressive_cli.engine.executor import is_live
+        from progressive_cli.worker import RUN
+
+        execution = await self._execution(row["target"])
+        if execution.status in FINISHED:
+            raise UsageError(f"execution {execution.id[:12]} {execution.status}; retry it instead")
+        if is_live(execution):
+            raise UsageError(f"execution {execution.id[:12]} is already being run by {execution.owner}")
+        await self.store.enqueue(RUN, {"execution": execution.id})
+        return {"execution": execution.id, "status": execution.status, "queued": True}
+
+    async def _retry(self, row: dict[str, Any]) -> Any:
+        from progressive_cli.worker import RUN
+
+        execution = await self._execution(row["target"])
+        await prepare_retry(self.store, execution, row["payload"].get("from_step"), status="queued")
+        await self.store.enqueue(RUN, {"execution": execution.id})
+        return {"execution": execution.id, "status": "queued", "queued": True}
+
+    async def _execution(self, execution_id: str) -> Any:
+        execution = await self.store.get_execution(execution_id)
+        if execution is None:
+            raise NotFoundError(f"no execution {execution_id}")
+        return execution
+
     async def _replay(self, row: dict[str, Any]) -> Any:
         ids = row["payload"].get("ids")
         return {"replayed": await self.store.replay_dead_letters(ids, time.time())}
@@ -161,6 +189,40 @@ class Applier:
     async def _purge(self, row: dict[str, Any]) -> Any:
         payload = row["payload"]
         return {"purged": await self.store.purge_dead_letters(payload.get("before"), payload.get("ids"))}
+
+
+def retry_plan(steps: dict[str, Any], from_step: str | None) -> set[str]:
+    """Records to drop so a run goes again: every unfinished one, ``from_step`` and all that began after it,
+    and every enclosing step of those (whose stored result would otherwise be reused)."""
+    drop = {k for k, r in steps.items() if r.status not in ("completed", "skipped")}
+    if from_step is not None:
+        matches = [r for k, r in steps.items() if k == from_step or r.step_id == from_step]
+        if not matches:
+            raise NotFoundError(f"no step '{from_step}' in this execution; see `progressive executions show`")
+        start = min(r.started_at or 0 for r in matches)
+        drop |= {k for k, r in steps.items() if (r.started_at or 0) >= start} | {r.key for r in matches}
+    parents = {k for k in steps for d in drop if d.startswith(k + "/") or d.startswith(k + "[")}
+    return drop | parents
+
+
+async def prepare_retry(store: StateStore, execution: Any, from_step: str | None, *, status: str = "running") -> None:
+    """Make a failed, timed-out or cancelled run (or, with ``from_step``, a completed or stopped one) ready
+    to run again: the records of what goes again are dropped, earlier outputs kept, and the run gets the
+    time limit it had, counted from now. Raises when it cannot be retried."""
+    from progressive_cli.engine.executor import is_live
+
+    if execution.status == "completed" and from_step is None:
+        raise UsageError(f"execution {execution.id[:12]} completed; use --from-step to run part of it again")
+    if execution.status not in FINISHED and from_step is None:
+        raise UsageError(f"execution {execution.id[:12]} is {execution.status}; resume it instead")
+    if is_live(execution):  # its owner would go on with records we are about to drop
+        raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}; cancel it first")
+    steps = await store.load_steps(execution.id)
+    await store.delete_steps(execution.id, sorted(retry_plan(steps, from_step)))
+    began = execution.started_at or execution.created_at
+    deadline = now() + (execution.deadline - began) if execution.deadline else None
+    await store.update_execution(execution.id, status=status, error=None, outputs=None, finished_at=None,
+                                 cancel_requested=False, owner=None, lease_until=None, deadline=deadline)
 
 
 async def settle(store: StateStore, control_id: str, kind: str, *, wait: float, by: str,
@@ -206,5 +268,5 @@ def _outcome(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-__all__ = ["DAEMON_ONLY", "DAEMON_STALE", "HEARTBEAT_EVERY", "KINDS", "Applier", "live_daemon", "request",
-           "settle", "whoami"]
+__all__ = ["DAEMON_ONLY", "DAEMON_STALE", "HEARTBEAT_EVERY", "KINDS", "Applier", "live_daemon", "prepare_retry",
+           "request", "retry_plan", "settle", "whoami"]

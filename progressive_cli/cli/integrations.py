@@ -241,35 +241,6 @@ def integrations_call(
 
 
 # --- breakers -----------------------------------------------------------------------------------------
-def _breaker_rows(project: Any, stored: list[dict[str, Any]], now: float, table: bool) -> list[dict[str, Any]]:
-    from progressive_cli.integrations import FOREVER, breaker_name
-
-    timeouts = {breaker_name(i.id): float(i.circuit_breaker.reset_timeout)
-                for i in project.integrations.integrations if getattr(i, "circuit_breaker", None)}
-    for agent in project.agents.agents:
-        for b in stored:
-            if b["name"].startswith(f"agent:{agent.id}@"):
-                timeouts[b["name"]] = float(agent.breaker.reset_timeout)
-    rows = {b["name"]: dict(b) for b in stored}
-    for name in timeouts:
-        rows.setdefault(name, {"name": name, "state": "closed", "failures": 0, "successes": 0, "opened_at": None,
-                               "last_error": None, "updated_at": None})
-    out = []
-    for name in sorted(rows):
-        row = rows[name]
-        half_open_in, held = None, False
-        if row["state"] == "open" and row["opened_at"] is not None:
-            left = row["opened_at"] + timeouts.get(name, 0.0) - now
-            held = left > FOREVER / 2
-            half_open_in = None if held else round(max(0.0, left), 1)
-        symbol = {"closed": "● closed", "open": "○ open", "half-open": "◐ half-open"}.get(row["state"], row["state"])
-        out.append({"breaker": name, "state": row["state"], "display": symbol, "failures": row["failures"],
-                    "successes": row["successes"], "opened_at": iso_time(row["opened_at"]),
-                    "half_open_in_s": "held" if held and table else half_open_in, "held_open": held,
-                    "last_error": row["last_error"]})
-    return out
-
-
 @breakers_app.command("list")
 def breakers_list(ctx: typer.Context, output: OutputOpt = None) -> None:
     """Every breaker: integrations (`integration:<id>`) and agent instances (`agent:<id>@<instance>`),
@@ -277,7 +248,15 @@ def breakers_list(ctx: typer.Context, output: OutputOpt = None) -> None:
     project = state(ctx).project()
     stored = with_store(ctx, lambda store: store.breakers())
     fmt = state(ctx).fmt(output)
-    rows = _breaker_rows(project, stored, time.time(), fmt is OutputFormat.table)
+    from progressive_cli.integrations import breaker_rows
+
+    rows = breaker_rows(project, stored, time.time())
+    symbols = {"closed": "● closed", "open": "○ open", "half-open": "◐ half-open"}
+    for row in rows:
+        row["display"] = symbols.get(row["state"], row["state"])
+        row["opened_at"] = iso_time(row["opened_at"])
+        if row["held_open"] and fmt is OutputFormat.table:
+            row["half_open_in_s"] = "held"
     if fmt is not OutputFormat.table:
         for row in rows:
             row.pop("display")

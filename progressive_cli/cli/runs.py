@@ -480,8 +480,8 @@ def executions_cancel(ctx: typer.Context, execution_id: Annotated[str, typer.Arg
 
 def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, output: OutputFormat | None,
               *, retry: bool) -> None:
-    from progressive_cli.engine.executor import is_live
-    from progressive_cli.store.base import FINISHED, now
+    from progressive_cli.controls import prepare_retry
+    from progressive_cli.store.base import FINISHED
 
     _project, store, engine = _engine(ctx)
     fmt = state(ctx).fmt(output)
@@ -497,40 +497,13 @@ def _continue(ctx: typer.Context, execution_id: str, from_step: str | None, outp
                     raise UsageError(f"execution {execution.id[:12]} {execution.status}; "
                                      f"run it again with: progressive executions retry {execution.id[:12]}")
                 return await engine.run(execution.id)
-            if execution.status == "completed" and from_step is None:
-                raise UsageError(f"execution {execution.id[:12]} completed; use --from-step to run part of it again")
-            if execution.status not in FINISHED and from_step is None:
-                raise UsageError(f"execution {execution.id[:12]} is {execution.status}; resume it instead")
-            if is_live(execution):  # its owner would go on with records we are about to drop
-                raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}; "
-                                       "cancel it first")
-            steps = await store.load_steps(execution.id)
-            await store.delete_steps(execution.id, sorted(retry_plan(steps, from_step)))
-            # the retried run gets the time limit the run had (a --timeout included), counted from now
-            began = execution.started_at or execution.created_at
-            deadline = now() + (execution.deadline - began) if execution.deadline else None
-            await store.update_execution(execution.id, status="running", error=None, outputs=None, finished_at=None,
-                                         cancel_requested=False, owner=None, lease_until=None, deadline=deadline)
+            await prepare_retry(store, execution, from_step)
             return await engine.run(execution.id)
         finally:
             await engine.aclose()
             await store.close()
 
     _report(_run(go(), engine.on_event), fmt)
-
-
-def retry_plan(steps: dict[str, Any], from_step: str | None) -> set[str]:
-    """Records to drop so a run goes again: every unfinished one, ``from_step`` and all that began after it,
-    and every enclosing step of those (whose stored result would otherwise be reused)."""
-    drop = {k for k, r in steps.items() if r.status not in ("completed", "skipped")}
-    if from_step is not None:
-        matches = [r for k, r in steps.items() if k == from_step or r.step_id == from_step]
-        if not matches:
-            raise NotFoundError(f"no step '{from_step}' in this execution; see `progressive executions show`")
-        start = min(r.started_at or 0 for r in matches)
-        drop |= {k for k, r in steps.items() if (r.started_at or 0) >= start} | {r.key for r in matches}
-    parents = {k for k in steps for d in drop if d.startswith(k + "/") or d.startswith(k + "[")}
-    return drop | parents
 
 
 @executions_app.command("resume")

@@ -538,6 +538,11 @@ class SQLiteStore:
         return [Event(seq=r[0], id=r[1], type=r[2], source=r[3], subject=r[4], execution_id=r[5], time=r[6],
                       data=json.loads(r[7])) for r in rows]
 
+    async def event_stats(self) -> tuple[int, int]:
+        """(events kept, newest ``seq``)."""
+        count, newest = self.db.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
+        return int(count), int(newest)
+
     async def publish(self, events: list[Event]) -> int:
         """Append events in one transaction; the highest ``seq`` now in the table."""
         with self._transaction() as db:

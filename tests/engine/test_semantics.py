@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from progressive_cli.cli.runs import retry_plan
 from progressive_cli.config.workflows import RetryPolicy
+from progressive_cli.controls import retry_plan
 from progressive_cli.engine.executor import AgentRequest
 from progressive_cli.errors import InputError, StepError
 
