@@ -17,6 +17,7 @@ from progressive_cli import __version__
 from progressive_cli.cli import (  # noqa: F401
     catalog,
     daemon,
+    dashboard,
     events,
     health,
     integrations,
@@ -122,6 +123,7 @@ events.register(app)
 health.register(app)
 runs.register(app)
 daemon.register(app)
+dashboard.register(app)
 plan.register(app)
 
 

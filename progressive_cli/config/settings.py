@@ -99,6 +99,13 @@ class LoggingSettings(Model):
     format: Literal["text", "json"] = "text"
 
 
+class DashboardSettings(Model):
+    refresh: Duration = 1.0
+    """Seconds between refreshes of `progressive dashboard` (its --refresh overrides it)."""
+    keymap: dict[str, str] = Field(default_factory=dict)
+    """Binding id -> keys, to remap the dashboard's keys, e.g. ``{faults: "f", jump: "ctrl+g"}``."""
+
+
 class Settings(Model):
     """Schema of progressive.yaml."""
 
@@ -108,5 +115,6 @@ class Settings(Model):
     health: HealthSettings = Field(default_factory=HealthSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     messages: MessageSettings = Field(default_factory=MessageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

@@ -1,0 +1,815 @@
+"""`progressive dashboard`: a Textual app over the state store, with k9s-style keys.
+
+Views: overview, agents, executions, queues, breakers, health, events (``1``-``7``, or ``:`` and a name).
+Every tick (``--refresh``, 1 s) a worker thread reads a :class:`~tui.data.Snapshot` and the tables are
+patched in place by row key: rows that changed get their changed cells updated, new rows are added,
+gone rows removed; the cursor stays on its row.
+
+Actions never change state here: each is a control written to the store (``progressive_cli/controls.py``)
+for the daemon to apply; with no daemon alive the dashboard applies it itself, as the CLI does. The
+status line shows each action from "requested" to "applied by ..." (or its error). ``--readonly``
+disables every action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Label, Static
+
+from tui.data import FAULTY, Snapshot, Source
+
+VIEWS = ("overview", "agents", "executions", "queues", "breakers", "health", "events")
+MARKS = {  # state -> (symbol, style): colour is never the only signal
+    "healthy": ("✓", "green"), "online": ("●", "green"), "completed": ("✓", "green"), "closed": ("●", "green"),
+    "applied": ("✓", "green"),
+    "degraded": ("!", "yellow"), "half-open": ("◐", "yellow"), "waiting": ("…", "yellow"), "queued": ("…", "cyan"),
+    "running": ("▶", "cyan"), "pending": ("…", "cyan"), "applying": ("…", "cyan"),
+    "unhealthy": ("✗", "red"), "offline": ("○", "red"), "failed": ("✗", "red"), "open": ("○", "red"),
+    "timed_out": ("✗", "red"), "cancelled": ("■", "magenta"), "unknown": ("?", "magenta"),
+    "disabled": ("-", "dim"),
+}
+
+
+def mark(state: str | None) -> Text:
+    """A state as symbol and word, coloured (NO_COLOR keeps the symbol and the word)."""
+    symbol, style = MARKS.get(state or "", ("?", ""))
+    return Text(f"{symbol} {state or '-'}", style=style)
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+def num(value: Any, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def bar(fraction: float | None, width: int = 12) -> str:
+    if fraction is None:
+        return ""
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "█" * filled + "░" * (width - filled) + f" {fraction:4.0%}"
+
+
+# --- tables patched by row key -----------------------------------------------------------------------------
+class Table(DataTable[Any]):
+    """A DataTable fed whole row lists, patched in place by row key; keeps the cursor on its row."""
+
+    def __init__(self, columns: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.spec = columns
+        self.cells: dict[str, tuple[Any, ...]] = {}
+        self.order: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label in self.spec:
+            self.add_column(label, key=key)
+
+    @property
+    def current_key(self) -> str | None:
+        if not self.order or self.cursor_row < 0 or self.cursor_row >= len(self.order):
+            return None
+        return self.order[self.cursor_row]
+
+    def patch(self, rows: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        rows = list(rows)
+        keys = [k for k, _ in rows]
+        current = self.current_key
+        if keys == self.order:  # the common case: same rows, some cells changed
+            columns = [key for key, _ in self.spec]
+            for key, cells in rows:
+                old = self.cells[key]
+                if old != cells:
+                    for column, before, after in zip(columns, old, cells, strict=True):
+                        if before != after:
+                            self.update_cell(key, column, after)
+                    self.cells[key] = cells
+            return
+        wanted = dict(rows)
+        gone = [k for k in self.order if k not in wanted]
+        for key in gone:
+            self.remove_row(key)
+            del self.cells[key]
+        kept = [k for k in self.order if k in wanted]
+        if kept == [k for k in keys if k in self.cells] and keys[:len(kept)] == kept:
+            for key, cells in rows:  # new rows only at the end: add them
+                if key in self.cells:
+                    if self.cells[key] != cells:
+                        for column, after in zip([c for c, _ in self.spec], cells, strict=True):
+                            self.update_cell(key, column, after)
+                        self.cells[key] = cells
+                else:
+                    self.add_row(*cells, key=key)
+                    self.cells[key] = cells
+        else:  # the order changed: rebuild
+            self.clear()
+            for key, cells in rows:
+                self.add_row(*cells, key=key)
+            self.cells = dict(rows)
+        self.order = keys
+        if current in wanted:
+            self.move_cursor(row=keys.index(current), animate=False, scroll=False)
+
+
+# --- modal screens -----------------------------------------------------------------------------------------
+class Confirm(ModalScreen[bool]):
+    """Yes or no, for actions that change state."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "answer(True)", "yes", id="confirm.yes"),
+                                             Binding("n,escape", "answer(False)", "no", id="confirm.no")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.question)
+            yield Label("y: yes    n / esc: no", classes="hint")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class Jump(ModalScreen[str | None]):
+    """``:`` then a view name (k9s): ``:breakers``, ``:ex`` (a prefix will do)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "back", id="jump.cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("jump to: " + " ".join(VIEWS))
+            yield Input(placeholder="view", id="jump-input")
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip().lstrip(":").lower()
+        match = next((v for v in VIEWS if v.startswith(text)), None) if text else None
+        self.dismiss(match)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class Detail(Screen[None]):
+    """One item in full: a title, an optional table, and text below it. ``esc`` goes back."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "back", id="detail.back")]
+
+    def __init__(self, title: str, body: str, table: tuple[list[tuple[str, str]], list[tuple[str, tuple[Any, ...]]]]
+                 | None = None, on_select: Callable[[str], str] | None = None) -> None:
+        super().__init__()
+        self.title_text, self.body, self.table, self.on_select = title, body, table, on_select
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.title_text, id="detail-title")
+        if self.table is not None:
+            yield Table(self.table[0], id="detail-table")
+        yield Static(self.body, id="detail-body", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.table is not None:
+            self.query_one(Table).patch(self.table[1])
+
+    @on(DataTable.RowHighlighted)
+    def highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.on_select is not None and event.row_key.value is not None:
+            self.query_one("#detail-body", Static).update(self.on_select(str(event.row_key.value)))
+
+
+class Help(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "app.pop_screen", "close",
+                                                     id="help.close")]
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static("\n".join(self.lines), markup=False)
+
+
+# --- the command palette -----------------------------------------------------------------------------------
+class Commands(Provider):
+    """Jump to a view, an agent, a workflow's runs or an execution; run a workflow."""
+
+    def _items(self) -> list[tuple[str, Callable[[], Any], str]]:
+        app = self.app
+        assert isinstance(app, Dashboard)
+        items: list[tuple[str, Callable[[], Any], str]] = [
+            (f"view {v}", partial(app.show_view, v), "switch view") for v in VIEWS]
+        snap = app.snapshot
+        for a in (snap.agents if snap else []):
+            items.append((f"agent {a['id']}", partial(app.jump_to, "agents", a["id"]), "show the agent"))
+        for name in sorted(app.project.workflows):
+            items.append((f"workflow {name}: runs", partial(app.filter_executions, name), "its executions"))
+            if not app.readonly:
+                items.append((f"workflow {name}: run", partial(app.run_workflow, name), "queue a run"))
+        for e in (snap.executions if snap else [])[:200]:
+            items.append((f"execution {e['id'][:12]} {e['workflow']} {e['status']}",
+                          partial(app.open_execution, e["id"]), "show the run"))
+        return items
+
+    async def discover(self) -> Hits:
+        for text, command, help_text in self._items()[:len(VIEWS)]:
+            yield DiscoveryHit(text, command, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, command, help_text in self._items():
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), command, help=help_text)
+
+
+# --- the app -----------------------------------------------------------------------------------------------
+COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "agents": [("id", "AGENT"), ("kind", "KIND"), ("status", "STATUS"), ("heartbeat", "HEARTBEAT"),
+               ("instances", "INST"), ("in_flight", "IN FLIGHT"), ("ok", "OK %"), ("p95", "P95 MS"),
+               ("breakers", "BREAKERS"), ("capabilities", "CAPABILITIES")],
+    "executions": [("id", "ID"), ("workflow", "WORKFLOW"), ("status", "STATUS"), ("progress", "PROGRESS"),
+                   ("duration", "DURATION"), ("failed_step", "FAILED STEP"), ("error", "ERROR")],
+    "queues": [("queue", "QUEUE"), ("depth", "DEPTH"), ("rate", "RATE /S"), ("spark", "TREND")],
+    "dlq": [("id", "DEAD LETTER"), ("subscription", "SUBSCRIPTION"), ("type", "EVENT"), ("attempts", "ATTEMPTS"),
+            ("error", "ERROR")],
+    "breakers": [("breaker", "BREAKER"), ("state", "STATE"), ("failures", "FAILURES"), ("successes", "SUCCESSES"),
+                 ("opened", "OPENED"), ("half_open", "HALF-OPEN IN"), ("last_error", "LAST ERROR")],
+    "health": [("name", "CHECK"), ("status", "STATUS"), ("ms", "MS"), ("spark", "LATENCY"), ("avail", "AVAIL %"),
+               ("age", "AGE"), ("detail", "DETAIL")],
+    "events": [("seq", "SEQ"), ("time", "TIME"), ("type", "TYPE"), ("subject", "SUBJECT"), ("data", "DATA")],
+    "alerts": [("check", "ALERT"), ("state", "STATE"), ("status", "STATUS"), ("detail", "DETAIL")],
+}
+ACTIONS = {"cancel", "retry", "resume", "replay", "replay_all", "purge", "reset", "force_open", "run_workflow"}
+
+
+class Dashboard(App[None]):
+    TITLE = "progressive"
+    CSS = """
+    #status { height: 1; background: $panel; padding: 0 1; }
+    #error { height: auto; background: $error; color: $text; padding: 0 1; display: none; }
+    #error.shown { display: block; }
+    #filter { display: none; }
+    #filter.shown { display: block; }
+    #summary { height: auto; padding: 0 1; }
+    .caption { padding: 0 1; text-style: bold; }
+    #dialog { width: 80%; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    Confirm, Jump, Help { align: center middle; }
+    #detail-title { padding: 0 1; text-style: bold; }
+    #detail-table { height: 50%; }
+    #detail-body { padding: 0 1; }
+    .hint { color: $text-muted; }
+    """
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {Commands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "help", id="help"),
+        Binding("slash", "filter", "filter", id="filter"),
+        Binding("colon", "jump", "jump", id="jump"),
+        Binding("escape", "go_back", "back", id="back", show=False),
+        Binding("ctrl+r", "refresh", "refresh", id="refresh"),
+        Binding("space", "pause", "pause", id="pause"),
+        Binding("ctrl+z", "faults", "faults only", id="faults"),
+        Binding("enter", "detail", "detail", id="detail", show=False),
+        *(Binding(str(n), f"show_view('{v}')", v, id=f"view.{v}", show=False) for n, v in enumerate(VIEWS, 1)),
+        Binding("ctrl+k", "cancel", "cancel run", id="cancel"),
+        Binding("t", "retry", "retry", id="retry"),
+        Binding("u", "resume", "resume", id="resume"),
+        Binding("r", "reset", "reset breaker", id="reset"),
+        Binding("o", "force_open", "force open", id="force_open"),
+        Binding("p", "replay", "replay", id="replay"),
+        Binding("P", "replay_all", "replay all", id="replay_all"),
+        Binding("ctrl+d", "purge", "purge DLQ", id="purge"),
+        Binding("q", "quit", "quit", id="quit"),
+    ]
+    VIEW_ACTIONS: ClassVar[dict[str, set[str]]] = {
+        "executions": {"cancel", "retry", "resume"}, "queues": {"replay", "replay_all", "purge"},
+        "breakers": {"reset", "force_open"},
+    }
+
+    def __init__(self, project: Any, *, refresh: float = 1.0, readonly: bool = False,
+                 clock: Callable[[], float] = time.time, source: Source | None = None) -> None:
+        super().__init__()
+        self.project = project
+        self.interval = refresh
+        self.readonly = readonly
+        self.clock = clock
+        self.source = source or Source(project, clock=clock)
+        self.snapshot: Snapshot | None = None
+        self.view = "overview"
+        self.paused = False
+        self.faults_only = False
+        self.filters: dict[str, str] = {}
+        self.events: list[Any] = []
+        self.actions_log: list[str] = []
+        self.ticks = 0
+        self.tick_ms: float | None = None
+
+    # --- layout ------------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield Static(id="error")
+        yield Input(placeholder="filter rows (esc clears)", id="filter", disabled=True)
+        with ContentSwitcher(initial="overview", id="views"):
+            with Vertical(id="overview"):
+                yield Static(id="summary")
+                yield Label("queues", classes="caption")
+                yield Table(COLUMNS["queues"], id="overview-queues")
+                yield Label("alerts", classes="caption")
+                yield Table(COLUMNS["alerts"], id="overview-alerts")
+            with Vertical(id="agents"):
+                yield Table(COLUMNS["agents"], id="agents-table")
+            with Vertical(id="executions"):
+                yield Table(COLUMNS["executions"], id="executions-table")
+            with Vertical(id="queues"):
+                yield Table(COLUMNS["queues"], id="queues-table")
+                yield Label("dead letters (enter: details)", classes="caption")
+                yield Table(COLUMNS["dlq"], id="dlq-table")
+            with Vertical(id="breakers"):
+                yield Table(COLUMNS["breakers"], id="breakers-table")
+            with Vertical(id="health"):
+                yield Table(COLUMNS["health"], id="health-table")
+            with Vertical(id="events"):
+                yield Table(COLUMNS["events"], id="events-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        keymap = dict(self.project.settings.dashboard.keymap)
+        if keymap:
+            self.set_keymap(keymap)
+        self.set_interval(self.interval, self.tick)
+        self.show_view("overview")
+        self.tick()
+
+    # --- refresh -----------------------------------------------------------------------------------------
+    def tick(self, *, force: bool = False) -> None:
+        if self.paused and not force:
+            return
+        self.load()
+
+    @work(thread=True, exclusive=True, group="load")
+    def load(self) -> None:
+        started = time.perf_counter()
+        snap = asyncio.run(self.source.load())
+        self.call_from_thread(self.show, snap, started)
+
+    def show(self, snap: Snapshot, started: float | None = None) -> None:
+        """Patch every view from ``snap`` (a snapshot with an error keeps the last data and says why)."""
+        error = self.query_one("#error", Static)
+        if snap.error is not None:
+            error.update(f"⚠ {snap.error} (retrying every {self.interval:g}s)")
+            error.add_class("shown")
+            self._status()
+            return
+        error.remove_class("shown")
+        self.snapshot = snap
+        self.events = (self.events + snap.events)[-1000:]
+        self._patch_all()
+        self.ticks += 1
+        if started is not None:
+            self.tick_ms = (time.perf_counter() - started) * 1000
+        self._status()
+
+    def _patch_all(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        self._summary(snap)
+        self.query_one("#overview-queues", Table).patch(self._queue_rows(snap))
+        self.query_one("#overview-alerts", Table).patch(
+            (a["check_name"], (a["check_name"], mark("firing" if a["firing"] else "resolved"), mark(a["status"]),
+                               a["detail"] or "")) for a in snap.alerts)
+        self.query_one("#agents-table", Table).patch(self._rows("agents", snap.agents, "id", self._agent_cells))
+        self.query_one("#executions-table", Table).patch(
+            self._rows("executions", snap.executions, "id", self._execution_cells))
+        self.query_one("#queues-table", Table).patch(self._queue_rows(snap))
+        self.query_one("#dlq-table", Table).patch(self._rows("queues", snap.dead_letters, "id", lambda d: (
+            d["id"][:12], d["subscription"], (d.get("event") or {}).get("type", "") if isinstance(d.get("event"), dict)
+            else d.get("type", ""), str(d["attempts"]), d["error"] or "")))
+        self.query_one("#breakers-table", Table).patch(
+            self._rows("breakers", snap.breakers, "breaker", self._breaker_cells))
+        self.query_one("#health-table", Table).patch(self._rows("health", snap.health, "name", lambda h: (
+            h["name"], mark(h["status"]), num(h["response_ms"], "{:.1f}"), h["spark"],
+            num(h["availability_pct"], "{:.1f}"), age(h["age_s"]), h["detail"] or "")))
+        events = [e for e in self.events if self._matches("events", f"{e.type} {e.subject or ''}")]
+        self.query_one("#events-table", Table).patch(
+            (str(e.seq), (str(e.seq), time.strftime("%H:%M:%S", time.gmtime(e.time)), e.type, e.subject or "",
+                          _short(e.data))) for e in reversed(events[-500:]))
+
+    def _rows(self, view: str, items: list[dict[str, Any]], key: str,
+              cells: Callable[[dict[str, Any]], tuple[Any, ...]]) -> list[tuple[str, tuple[Any, ...]]]:
+        out = []
+        faulty = FAULTY.get(view)
+        for item in items:
+            row = cells(item)
+            if self.faults_only and faulty is not None and not self._faulty(view, item, faulty):
+                continue
+            if not self._matches(view, " ".join(str(c) for c in row)):
+                continue
+            out.append((str(item[key]), row))
+        return out
+
+    @staticmethod
+    def _faulty(view: str, item: dict[str, Any], faulty: set[str]) -> bool:
+        if view == "agents":
+            return item["status"] in faulty or item["breakers_open"] > 0
+        return str(item.get("status", item.get("state"))) in faulty
+
+    def _matches(self, view: str, text: str) -> bool:
+        needle = self.filters.get(view, "")
+        return not needle or needle.lower() in text.lower()
+
+    def _agent_cells(self, a: dict[str, Any]) -> tuple[Any, ...]:
+        return (a["id"], a["kind"], mark(a["status"]), age(a["heartbeat_age_s"]), str(a["instances"]),
+                str(a["in_flight"]), num(None if a["success_rate"] is None else a["success_rate"] * 100, "{:.1f}"),
+                num(a["p95_ms"], "{:.1f}"), "-" if not a["breakers_open"] else f"{a['breakers_open']} open",
+                ", ".join(a["capabilities"]))
+
+    def _execution_cells(self, e: dict[str, Any]) -> tuple[Any, ...]:
+        return (e["id"][:12], e["workflow"], mark(e["status"]), bar(e["progress"]),
+                num(e["duration_s"], "{:.1f}s"), e["failed_step"] or "", (e["error"] or "")[:80])
+
+    def _breaker_cells(self, b: dict[str, Any]) -> tuple[Any, ...]:
+        opened = b["opened_at"]
+        half = "held" if b["held_open"] else num(b["half_open_in_s"], "{:.0f}s")
+        return (b["breaker"], mark(b["state"]), str(b["failures"]), str(b["successes"]),
+                "-" if opened is None or (b["held_open"] and opened > self.clock() + 1e6) else
+                time.strftime("%H:%M:%S", time.gmtime(min(opened, self.clock()))), half, b["last_error"] or "")
+
+    def _queue_rows(self, snap: Snapshot) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(q["queue"], (q["queue"], str(q["depth"]), num(q["rate_per_s"], "{:+.2f}"), q["spark"]))
+                for q in snap.queues]
+
+    def _summary(self, snap: Snapshot) -> None:
+        agents: dict[str, int] = {}
+        for a in snap.agents:
+            agents[a["status"]] = agents.get(a["status"], 0) + 1
+        breakers: dict[str, int] = {}
+        for b in snap.breakers:
+            breakers[b["state"]] = breakers.get(b["state"], 0) + 1
+        text = Text()
+        text.append("health ")
+        text.append_text(mark(snap.overall))
+        text.append("   agents " + (" ".join(f"{n} {s}" for s, n in sorted(agents.items())) or "none"))
+        c = snap.counts
+        text.append(f"\nexecutions: {c.get('running', 0)} running, {c.get('queued', 0)} queued, "
+                    f"{c.get('failed', 0) + c.get('timed_out', 0)} failed, {c.get('completed', 0)} completed")
+        text.append("\nbreakers " + (" ".join(f"{n} {s}" for s, n in sorted(breakers.items())) or "none"))
+        daemon = snap.daemon
+        text.append("\ndaemon " + (f"pid {daemon['pid']} on {daemon['host']}" if daemon else
+                                   "not running (actions are applied by the dashboard)"))
+        self.query_one("#summary", Static).update(text)
+
+    def _status(self) -> None:
+        parts = [f"[{self.view}]"]
+        if self.paused:
+            parts.append("PAUSED")
+        if self.faults_only:
+            parts.append("FAULTS ONLY")
+        if self.readonly:
+            parts.append("READ-ONLY")
+        if self.filters.get(self.view):
+            parts.append(f"filter: {self.filters[self.view]}")
+        if self.actions_log:
+            parts.append(self.actions_log[-1])
+        self.query_one("#status", Static).update(Text("  ".join(parts)))
+
+    # --- navigation --------------------------------------------------------------------------------------
+    def show_view(self, view: str) -> None:
+        self.view = view
+        self.query_one("#views", ContentSwitcher).current = view
+        tables = self.query_one(f"#{view}").query(Table)
+        if tables:
+            tables.first().focus()
+        self._status()
+        self.refresh_bindings()
+
+    def action_show_view(self, view: str) -> None:
+        self.show_view(view)
+
+    def action_jump(self) -> None:
+        def chosen(view: str | None) -> None:
+            if view:
+                self.show_view(view)
+        self.push_screen(Jump(), chosen)
+
+    def action_help(self) -> None:
+        lines = ["keys (remap by id with dashboard.keymap in progressive.yaml):", ""]
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            keys = self._keys(binding)
+            lines.append(f"  {keys:<14} {binding.description or binding.action:<18} id: {binding.id}")
+        lines += ["", "ctrl+p: command palette (jump to agent, workflow or execution; run a workflow)"]
+        self.push_screen(Help(lines))
+
+    def _keys(self, binding: Binding) -> str:
+        keymap = dict(self.project.settings.dashboard.keymap)
+        return keymap.get(binding.id or "", binding.key)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = self.filters.get(self.view, "")
+        box.disabled = False
+        box.add_class("shown")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filters[self.view] = event.value
+        self._patch_all()
+        self._status()
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self, event: Input.Submitted) -> None:
+        event.input.disabled = True  # the filter stays applied (shown in the status line)
+        event.input.remove_class("shown")
+        self.show_view(self.view)
+
+    def action_go_back(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_class("shown") or self.filters.get(self.view):
+            self.filters.pop(self.view, None)
+            box.value = ""
+            box.disabled = True
+            box.remove_class("shown")
+            self._patch_all()
+            self.show_view(self.view)
+        elif self.view != "overview":
+            self.show_view("overview")
+
+    def action_refresh(self) -> None:
+        self.tick(force=True)
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self._status()
+
+    def action_faults(self) -> None:
+        self.faults_only = not self.faults_only
+        self._patch_all()
+        self._status()
+
+    def jump_to(self, view: str, key: str) -> None:
+        self.show_view(view)
+        table = self.query_one(f"#{view}").query(Table).first()
+        if key in table.order:
+            table.move_cursor(row=table.order.index(key))
+
+    def filter_executions(self, workflow: str) -> None:
+        self.filters["executions"] = workflow
+        self._patch_all()
+        self.show_view("executions")
+
+    def _selected(self, table_id: str) -> str | None:
+        return self.query_one(f"#{table_id}", Table).current_key
+
+    # --- details -----------------------------------------------------------------------------------------
+    @on(DataTable.RowSelected)
+    def selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.screen is self.screen and isinstance(event.data_table, Table):
+            self.detail_of(event.data_table)
+
+    def action_detail(self) -> None:
+        if isinstance(self.focused, Table):
+            self.detail_of(self.focused)
+
+    def detail_of(self, table: Table) -> None:
+        key = table.current_key
+        if key is None:
+            return
+        focused = table
+        if focused.id == "executions-table":
+            self.open_execution(key)
+        elif focused.id == "agents-table":
+            self.open_agent(key)
+        elif focused.id == "dlq-table":
+            self.open_dead_letter(key)
+
+    @work(thread=True, group="detail")
+    def open_execution(self, execution_id: str) -> None:
+        detail = asyncio.run(self.source.execution_detail(execution_id))
+        self.call_from_thread(self._push_execution, detail)
+
+    def _push_execution(self, d: dict[str, Any]) -> None:
+        steps = {s["key"]: s for s in d["steps"]}
+        rows = [(s["key"], (s["key"], s["type"], mark(s["status"]), str(s["attempt"]),
+                            num(None if not (s["started_at"] and s["finished_at"]) else
+                                (s["finished_at"] - s["started_at"]) * 1000, "{:.1f} ms")))
+                for s in d["steps"]]
+        graph = _graph(d.get("definition") or {})
+
+        def body(key: str) -> str:
+            s = steps[key]
+            return (f"input:  {_short(s['input'], 400)}\noutput: {_short(s['output'], 400)}\n"
+                    f"error:  {_short(s['error'], 400)}\n\nworkflow graph:\n{graph}")
+
+        title = (f"execution {d['id']}  {d.get('workflow', '')}  {d.get('status', 'missing')}"
+                 + (f"  error: {_short(d.get('error'), 200)}" if d.get("error") else ""))
+        self.push_screen(Detail(title, f"workflow graph:\n{graph}",
+                                ([("key", "STEP"), ("type", "TYPE"), ("status", "STATUS"), ("attempt", "ATTEMPT"),
+                                  ("took", "TOOK")], rows), body if steps else None))
+
+    @work(thread=True, group="detail")
+    def open_agent(self, agent_id: str) -> None:
+        detail = asyncio.run(self.source.agent_detail(agent_id))
+        self.call_from_thread(self._push_agent, detail)
+
+    def _push_agent(self, d: dict[str, Any]) -> None:
+        agent = next((a for a in (self.snapshot.agents if self.snapshot else []) if a["id"] == d["id"]), None)
+        lines = []
+        for inst in (agent or {}).get("instance_rows", []):
+            lines.append(f"{inst['instance']}: probe {inst['probe'] or '-'}, calls {inst['calls']}, "
+                         f"in flight {inst['in_flight']}, p95 {num(inst['p95_ms'], '{:.1f}')} ms, "
+                         f"breaker {inst['breaker']}, last error {inst['last_error'] or '-'}")
+        rows = [(m["id"], (m["id"][:12], m["sender"] or "", m["recipient"] or m.get("channel") or "",
+                           mark(m["status"]), _short(m["body"], 60)))
+                for m in d["messages"]]
+        self.push_screen(Detail(f"agent {d['id']}: recent messages and calls", "\n".join(lines) or "no calls yet",
+                                ([("id", "MESSAGE"), ("from", "FROM"), ("to", "TO"), ("status", "STATUS"),
+                                  ("body", "BODY")], rows)))
+
+    def open_dead_letter(self, letter_id: str) -> None:
+        letter = next((d for d in (self.snapshot.dead_letters if self.snapshot else []) if d["id"] == letter_id),
+                      None)
+        if letter is not None:
+            self.push_screen(Detail(f"dead letter {letter_id}", _pretty(letter)))
+
+    # --- actions: controls in the store ------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ACTIONS:
+            if self.readonly:
+                return False
+            return action in self.VIEW_ACTIONS.get(self.view, set()) or action == "run_workflow"
+        return True
+
+    def _confirm(self, question: str, then: Callable[[], Any]) -> None:
+        self.push_screen(Confirm(question), lambda yes: then() if yes else None)
+
+    def action_cancel(self) -> None:
+        key = self._selected("executions-table")
+        if key:
+            self._confirm(f"Cancel execution {key[:12]}?", lambda: self.submit("execution.cancel", key))
+
+    def action_retry(self) -> None:
+        key = self._selected("executions-table")
+        if key:
+            self._confirm(f"Retry execution {key[:12]} from its failed step?",
+                          lambda: self.submit("execution.retry", key, {"from_step": None}))
+
+    def action_resume(self) -> None:
+        key = self._selected("executions-table")
+        if key:
+            self.submit("execution.resume", key)
+
+    def action_replay(self) -> None:
+        key = self._selected("dlq-table")
+        if key:
+            self.submit("dlq.replay", key, {"ids": [key]})
+
+    def action_replay_all(self) -> None:
+        self._confirm("Replay every dead letter?", lambda: self.submit("dlq.replay", "all", {"ids": None}))
+
+    def action_purge(self) -> None:
+        self._confirm("Delete every dead letter for good?", lambda: self.submit("dlq.purge", "all", {"before": None}))
+
+    def action_reset(self) -> None:
+        key = self._selected("breakers-table")
+        if key:
+            self._confirm(f"Reset breaker {key}?", lambda: self.submit("breaker.reset", key))
+
+    def action_force_open(self) -> None:
+        key = self._selected("breakers-table")
+        if key:
+            timeout = self._reset_timeout(key)
+            self._confirm(f"Force breaker {key} open until reset?", lambda: self.submit(
+                "breaker.open", key, {"hold": None, "reset_timeout": timeout}))
+
+    def _reset_timeout(self, breaker: str) -> float:
+        for item in self.project.integrations.integrations:
+            if f"integration:{item.id}" == breaker and getattr(item, "circuit_breaker", None):
+                return float(item.circuit_breaker.reset_timeout)
+        return 0.0
+
+    def run_workflow(self, name: str) -> None:
+        if self.readonly:
+            self.notify("read-only: actions are disabled", severity="warning")
+            return
+        self._confirm(f"Queue a run of workflow {name} (default inputs)?",
+                      lambda: self.submit("workflow.run", name, {"inputs": {}}))
+
+    @work(thread=True, group="actions")
+    def submit(self, kind: str, target: str, payload: dict[str, Any] | None = None) -> None:
+        """Write the control, then follow it to its outcome (see ``controls.settle``)."""
+        self.call_from_thread(self._say, f"{kind} {target}: requested")
+        try:
+            row = asyncio.run(self._submit(kind, target, payload))
+        except Exception as exc:
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            self.call_from_thread(self._say, f"{kind} {target}: failed: {message}", error=True)
+            return
+        who = "the daemon" if str(row.get("applied_by", "")).startswith("daemon:") else "the dashboard"
+        self.call_from_thread(self._say, f"{kind} {target}: applied by {who}")
+        self.call_from_thread(self.tick, force=True)
+
+    async def _submit(self, kind: str, target: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        from progressive_cli import controls
+        from progressive_cli.store import project_store
+
+        store = project_store(self.project)
+        try:
+            if kind == "workflow.run":
+                return await self._queue_run(store, target, (payload or {}).get("inputs", {}))
+            by = controls.whoami("dashboard")
+            control_id = await controls.request(store, kind, target, payload, by=by)
+            row = await controls.settle(store, control_id, kind, wait=5.0, by=by)
+            if kind in ("execution.resume", "execution.retry") and not str(row["applied_by"]).startswith("daemon:"):
+                self._ensure_worker(store)
+            return row
+        finally:
+            await store.close()
+
+    async def _queue_run(self, store: Any, workflow: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        from progressive_cli.controls import live_daemon
+        from progressive_cli.engine.executor import Engine
+        from progressive_cli.worker import RUN
+
+        engine = Engine(self.project.workflows, store)
+        execution = await engine.start(workflow, inputs, status="queued")
+        await store.enqueue(RUN, {"execution": execution.id})
+        daemon = await live_daemon(store)
+        if daemon is None:
+            self._ensure_worker(store)
+        return {"applied_by": f"daemon:{daemon['host']}:{daemon['pid']}" if daemon else "dashboard",
+                "execution": execution.id}
+
+    def _ensure_worker(self, store: Any) -> None:
+        from progressive_cli.worker import WorkerLock, ensure_worker, worker_paths
+
+        lock_path, log = worker_paths(store, self.project.root)
+        ensure_worker(WorkerLock(lock_path), self.project.root, log, [])
+
+    def _say(self, line: str, *, error: bool = False) -> None:
+        self.actions_log.append(line)
+        self._status()
+        self.notify(line, severity="error" if error else "information", timeout=4)
+
+    async def action_quit(self) -> None:
+        self.exit()
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    import json
+
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _pretty(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, default=str)
+
+
+def _graph(definition: dict[str, Any]) -> str:
+    """The workflow's steps as an indented tree (nested steps under their parent)."""
+    lines: list[str] = []
+
+    def walk(steps: list[Any], depth: int) -> None:
+        for step in steps:
+            if not isinstance(step, dict):
+                continue
+            deps = step.get("needs") or step.get("depends_on") or []
+            after = f"  (after {', '.join(deps)})" if deps else ""
+            lines.append(f"{'  ' * depth}└ {step.get('id')} [{step.get('type')}]{after}")
+            for child in ("steps", "then", "else", "branches"):
+                value = step.get(child)
+                if isinstance(value, list):
+                    walk([b if isinstance(b, dict) and "id" in b else {"id": f"branch {n}", "type": "branch",
+                                                                       "steps": b.get("steps", [])}
+                          for n, b in enumerate(value)] if child == "branches" else value, depth + 1)
+
+    walk(definition.get("steps", []), 0)
+    return "\n".join(lines) or "(no steps)"
+
+
+__all__ = ["Dashboard", "Table"]
