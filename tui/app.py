@@ -250,7 +250,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     "executions": [("id", "ID"), ("workflow", "WORKFLOW"), ("status", "STATUS"), ("progress", "PROGRESS"),
                    ("duration", "DURATION"), ("failed_step", "FAILED STEP"), ("error", "ERROR")],
     "queues": [("queue", "QUEUE"), ("depth", "DEPTH"), ("rate", "RATE /S"), ("spark", "TREND")],
-    "dlq": [("id", "DEAD LETTER"), ("subscription", "SUBSCRIPTION"), ("type", "EVENT"), ("attempts", "ATTEMPTS"),
+    "dlq": [("seq", "EVENT #"), ("subscription", "SUBSCRIPTION"), ("type", "TYPE"), ("attempts", "ATTEMPTS"),
             ("error", "ERROR")],
     "breakers": [("breaker", "BREAKER"), ("state", "STATE"), ("failures", "FAILURES"), ("successes", "SUCCESSES"),
                  ("opened", "OPENED"), ("half_open", "HALF-OPEN IN"), ("last_error", "LAST ERROR")],
@@ -402,8 +402,7 @@ class Dashboard(App[None]):
             self._rows("executions", snap.executions, "id", self._execution_cells))
         self.query_one("#queues-table", Table).patch(self._queue_rows(snap))
         self.query_one("#dlq-table", Table).patch(self._rows("queues", snap.dead_letters, "id", lambda d: (
-            d["id"][:12], d["subscription"], (d.get("event") or {}).get("type", "") if isinstance(d.get("event"), dict)
-            else d.get("type", ""), str(d["attempts"]), d["error"] or "")))
+            f"#{d['event_seq']}", d["subscription"], d["type"] or "", str(d["attempts"]), d["error"] or "")))
         self.query_one("#breakers-table", Table).patch(
             self._rows("breakers", snap.breakers, "breaker", self._breaker_cells))
         self.query_one("#health-table", Table).patch(self._rows("health", snap.health, "name", lambda h: (

@@ -214,6 +214,8 @@ class Source:
         out = []
         for name, depth in depths.items():
             series = self.depths.setdefault(name, deque(maxlen=SPARK))
+            if series and series[-1][0] == t:  # a refresh within the same instant replaces, not adds
+                series.pop()
             series.append((t, depth))
             rate = None
             if len(series) > 1 and series[-1][0] > series[0][0]:

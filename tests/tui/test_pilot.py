@@ -1,0 +1,216 @@
+"""The dashboard driven with Textual's pilot against a seeded SQLite store: navigation, filtering, faults
+only, each action (asserting the control written and applied), read-only mode, remapped keys, and the
+error states (a missing, a locked and a foreign store)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import NOW
+
+from progressive_cli.config.project import load_project
+from progressive_cli.store.sqlite import SQLiteStore
+from tui.app import Dashboard, Table
+
+
+def app_for(root: Path, **kwargs) -> Dashboard:
+    return Dashboard(load_project(root), refresh=0.1, clock=lambda: NOW, **kwargs)
+
+
+def table(app: Dashboard, name: str) -> Table:
+    return app.query_one(f"#{name}-table", Table)
+
+
+def stored_controls(root: Path) -> list[dict]:
+    store = SQLiteStore(root / ".progressive" / "state.db")
+    try:
+        return asyncio.run(store.controls())
+    finally:
+        asyncio.run(store.close())
+
+
+async def settle(pilot, seconds: float = 0.4) -> None:
+    await pilot.pause(seconds)
+
+
+def test_views_jump_and_back(seeded) -> None:
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            assert app.snapshot is not None and app.snapshot.error is None
+            for key, view in zip("2345671", ("agents", "executions", "queues", "breakers", "health", "events",
+                                             "overview"), strict=True):
+                await pilot.press(key)
+                assert app.view == view
+            await pilot.press("colon", *"br", "enter")
+            assert app.view == "breakers"
+            assert table(app, "breakers").order == ["integration:catalog", "integration:payments"]
+            await pilot.press("escape")
+            assert app.view == "overview"
+            await pilot.press("3")
+            assert set(table(app, "executions").order) == {"e-done-000001", "e-failed-0002", "e-running-003"}
+            await pilot.press("enter")  # the step timeline of the selected run
+            await settle(pilot)
+            assert type(app.screen).__name__ == "Detail"
+            await pilot.press("escape")
+            assert type(app.screen).__name__ != "Detail"
+
+    asyncio.run(go())
+
+
+def test_filter_and_faults_only(seeded) -> None:
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("3", "slash", *"fail")
+            assert table(app, "executions").order == ["e-failed-0002"]
+            await pilot.press("enter")  # the filter stays, the box closes
+            assert table(app, "executions").order == ["e-failed-0002"]
+            await pilot.press("escape")  # clears it
+            assert len(table(app, "executions").order) == 3
+            await pilot.press("5", "ctrl+z")
+            assert table(app, "breakers").order == ["integration:payments"]
+            await pilot.press("6")
+            assert table(app, "health").order == ["external-apis/payments"]
+            await pilot.press("ctrl+z")
+            assert len(table(app, "health").order) == 2
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(("view", "row", "keys", "kind", "target"), [
+    ("5", "integration:payments", ("r", "y"), "breaker.reset", "integration:payments"),
+    ("5", "integration:catalog", ("o", "y"), "breaker.open", "integration:catalog"),
+    ("3", "e-running-003", ("ctrl+k", "y"), "execution.cancel", "e-running-003"),
+    ("3", "e-failed-0002", ("t", "y"), "execution.retry", "e-failed-0002"),
+    ("4", None, ("P", "y"), "dlq.replay", "all"),
+    ("4", None, ("ctrl+d", "y"), "dlq.purge", "all"),
+])
+def test_each_action_writes_a_control_that_is_applied(seeded, view, row, keys, kind, target) -> None:
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press(view)
+            if row is not None:
+                t = app.query_one(f"#{app.view}").query(Table).first()
+                t.move_cursor(row=t.order.index(row))
+            await pilot.press(*keys)
+            for _ in range(50):
+                await pilot.pause(0.1)
+                if any(line.endswith("applied by the dashboard") for line in app.actions_log):
+                    break
+            assert app.actions_log[-1] == f"{kind} {target}: applied by the dashboard", app.actions_log
+
+    if kind == "execution.retry":  # the run is queued for a worker: none may start from a test
+        import tui.app as module
+
+        module.Dashboard._ensure_worker = lambda self, store: None  # type: ignore[method-assign]
+    asyncio.run(go())
+    [control] = stored_controls(seeded)
+    assert (control["kind"], control["target"], control["status"]) == (kind, target, "applied")
+    assert control["requested_by"].startswith("dashboard:") and control["applied_by"] == control["requested_by"]
+
+
+def test_declining_the_confirmation_writes_nothing(seeded) -> None:
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("5", "r", "n")
+            await settle(pilot, 0.3)
+
+    asyncio.run(go())
+    assert stored_controls(seeded) == []
+
+
+def test_readonly_disables_every_action(seeded) -> None:
+    async def go() -> None:
+        app = app_for(seeded, readonly=True)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            for view, keys in (("5", ("r", "o")), ("3", ("ctrl+k", "t", "u")), ("4", ("p", "P", "ctrl+d"))):
+                await pilot.press(view, *keys)
+                assert type(app.screen).__name__ != "Confirm"
+            assert "READ-ONLY" in str(app.query_one("#status").render())
+            assert not app.check_action("reset", ())
+
+    asyncio.run(go())
+    assert stored_controls(seeded) == []
+
+
+def test_keys_are_remapped_by_id(seeded) -> None:
+    (seeded / "progressive.yaml").write_text("dashboard: {keymap: {faults: f, jump: ctrl+g}}\n")
+
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("5", "f")
+            assert app.faults_only and table(app, "breakers").order == ["integration:payments"]
+            await pilot.press("ctrl+g", *"he", "enter")
+            assert app.view == "health"
+
+    asyncio.run(go())
+
+
+def banner(app: Dashboard) -> str:
+    error = app.query_one("#error")
+    return str(error.render()) if error.has_class("shown") else ""
+
+
+def test_a_missing_store_is_reported_and_retried(make_project, project_files) -> None:
+    root = make_project(project_files)
+
+    async def go() -> None:
+        app = app_for(root)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            assert "no state store at" in banner(app) and "retrying every" in banner(app)
+            assert not (root / ".progressive" / "state.db").exists()  # the dashboard never creates one
+            from conftest import seed
+
+            await seed(root / ".progressive" / "state.db")
+            await settle(pilot, 0.6)
+            assert banner(app) == "" and len(table(app, "executions").order) == 3
+
+    asyncio.run(go())
+
+
+def test_a_locked_store_is_reported_then_recovers(seeded) -> None:
+    holder = sqlite3.connect(seeded / ".progressive" / "state.db", isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")  # readers wait on an exclusive lock, as with a stuck writer
+    holder.execute("BEGIN EXCLUSIVE")
+
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot, 1.5)
+            assert "locked" in banner(app)
+            holder.execute("ROLLBACK")
+            await settle(pilot, 1.5)
+            assert banner(app) == "" and app.snapshot is not None
+
+    try:
+        asyncio.run(go())
+    finally:
+        holder.close()
+
+
+def test_a_foreign_file_is_reported(make_project, project_files) -> None:
+    root = make_project(project_files)
+    (root / ".progressive").mkdir(exist_ok=True)
+    (root / ".progressive" / "state.db").write_text("not a database\n" * 100)
+
+    async def go() -> None:
+        app = app_for(root)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            assert "not a usable progressive state store" in banner(app)
+
+    asyncio.run(go())
