@@ -33,7 +33,7 @@ from tui.data import FAULTY, Snapshot, Source
 VIEWS = ("overview", "agents", "executions", "queues", "breakers", "health", "events")
 MARKS = {  # state -> (symbol, style): colour is never the only signal
     "healthy": ("✓", "green"), "online": ("●", "green"), "completed": ("✓", "green"), "closed": ("●", "green"),
-    "applied": ("✓", "green"),
+    "applied": ("✓", "green"), "resolved": ("✓", "green"), "firing": ("▲", "red"),
     "degraded": ("!", "yellow"), "half-open": ("◐", "yellow"), "waiting": ("…", "yellow"), "queued": ("…", "cyan"),
     "running": ("▶", "cyan"), "pending": ("…", "cyan"), "applying": ("…", "cyan"),
     "unhealthy": ("✗", "red"), "offline": ("○", "red"), "failed": ("✗", "red"), "open": ("○", "red"),
@@ -271,6 +271,9 @@ class Dashboard(App[None]):
     #filter { display: none; }
     #filter.shown { display: block; }
     #summary { height: auto; padding: 0 1; }
+    #views { height: 1fr; }
+    Table { height: 1fr; }
+    #overview-queues, #queues-table { height: auto; max-height: 8; }
     .caption { padding: 0 1; text-style: bold; }
     #dialog { width: 80%; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
     Confirm, Jump, Help { align: center middle; }

@@ -71,7 +71,8 @@ async def seed(path: Path) -> None:
         await store.save_breaker("integration:payments", "open", 5, 0, NOW - 10, "API_ERROR: payments answered 503",
                                  [Event("breaker.state", {"breaker": "integration:payments", "state": "open"},
                                         time=NOW - 10)])
-        events = [Event("order.paid", {"n": n}, subject=f"order-{n}", id=f"ev-{n}", time=NOW - 60 + n) for n in range(3)]
+        events = [Event("order.paid", {"n": n}, subject=f"order-{n}", id=f"ev-{n}", time=NOW - 60 + n)
+                  for n in range(3)]
         await store.publish(events)
         stored = await store.list_events(type_prefix="order.", limit=10)
         await store.bus_commit("audit", offset=stored[-1].seq, done=[], retries=[],
