@@ -100,7 +100,7 @@ class Table(DataTable[Any]):
                 if old != cells:
                     for column, before, after in zip(columns, old, cells, strict=True):
                         if before != after:
-                            self.update_cell(key, column, after)
+                            self.update_cell(key, column, after, update_width=True)
                     self.cells[key] = cells
             return
         wanted = dict(rows)
@@ -114,7 +114,7 @@ class Table(DataTable[Any]):
                 if key in self.cells:
                     if self.cells[key] != cells:
                         for column, after in zip([c for c, _ in self.spec], cells, strict=True):
-                            self.update_cell(key, column, after)
+                            self.update_cell(key, column, after, update_width=True)
                         self.cells[key] = cells
                 else:
                     self.add_row(*cells, key=key)
