@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -27,6 +28,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Label, Static
+from textual.widgets.data_table import ColumnKey
 
 from tui.data import FAULTY, Snapshot, Source
 
@@ -89,6 +91,12 @@ class Table(DataTable[Any]):
             return None
         return self.order[self.cursor_row]
 
+    def _set(self, row: str, column: str, value: Any) -> None:
+        """Update one cell; recompute the column's width only when the value is wider than it."""
+        width = cell_len(value.plain if isinstance(value, Text) else str(value))
+        wider = width > self.columns[ColumnKey(column)].content_width
+        self.update_cell(row, column, value, update_width=wider)
+
     def patch(self, rows: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
         rows = list(rows)
         keys = [k for k, _ in rows]
@@ -100,7 +108,7 @@ class Table(DataTable[Any]):
                 if old != cells:
                     for column, before, after in zip(columns, old, cells, strict=True):
                         if before != after:
-                            self.update_cell(key, column, after, update_width=True)
+                            self._set(key, column, after)
                     self.cells[key] = cells
             return
         wanted = dict(rows)
@@ -114,7 +122,7 @@ class Table(DataTable[Any]):
                 if key in self.cells:
                     if self.cells[key] != cells:
                         for column, after in zip([c for c, _ in self.spec], cells, strict=True):
-                            self.update_cell(key, column, after, update_width=True)
+                            self._set(key, column, after)
                         self.cells[key] = cells
                 else:
                     self.add_row(*cells, key=key)
@@ -392,29 +400,38 @@ class Dashboard(App[None]):
         self._status()
 
     def _patch_all(self) -> None:
+        """Patch the visible view only (the others are patched when shown): a tick costs what one view costs."""
         snap = self.snapshot
         if snap is None:
             return
-        self._summary(snap)
-        self.query_one("#overview-queues", Table).patch(self._queue_rows(snap))
-        self.query_one("#overview-alerts", Table).patch(
-            (a["check_name"], (a["check_name"], mark("firing" if a["firing"] else "resolved"), mark(a["status"]),
-                               a["detail"] or "")) for a in snap.alerts)
-        self.query_one("#agents-table", Table).patch(self._rows("agents", snap.agents, "id", self._agent_cells))
-        self.query_one("#executions-table", Table).patch(
-            self._rows("executions", snap.executions, "id", self._execution_cells))
-        self.query_one("#queues-table", Table).patch(self._queue_rows(snap))
-        self.query_one("#dlq-table", Table).patch(self._rows("queues", snap.dead_letters, "id", lambda d: (
-            f"#{d['event_seq']}", d["subscription"], d["type"] or "", str(d["attempts"]), d["error"] or "")))
-        self.query_one("#breakers-table", Table).patch(
-            self._rows("breakers", snap.breakers, "breaker", self._breaker_cells))
-        self.query_one("#health-table", Table).patch(self._rows("health", snap.health, "name", lambda h: (
-            h["name"], mark(h["status"]), num(h["response_ms"], "{:.1f}"), h["spark"],
-            num(h["availability_pct"], "{:.1f}"), age(h["age_s"]), h["detail"] or "")))
-        events = [e for e in self.events if self._matches("events", f"{e.type} {e.subject or ''}")]
-        self.query_one("#events-table", Table).patch(
-            (str(e.seq), (str(e.seq), time.strftime("%H:%M:%S", time.gmtime(e.time)), e.type, e.subject or "",
-                          _short(e.data))) for e in reversed(events[-500:]))
+        view = self.view
+        if view == "overview":
+            self._summary(snap)
+            self.query_one("#overview-queues", Table).patch(self._queue_rows(snap))
+            self.query_one("#overview-alerts", Table).patch(
+                (a["check_name"], (a["check_name"], mark("firing" if a["firing"] else "resolved"),
+                                   mark(a["status"]), a["detail"] or "")) for a in snap.alerts)
+        elif view == "agents":
+            self.query_one("#agents-table", Table).patch(self._rows("agents", snap.agents, "id", self._agent_cells))
+        elif view == "executions":
+            self.query_one("#executions-table", Table).patch(
+                self._rows("executions", snap.executions, "id", self._execution_cells))
+        elif view == "queues":
+            self.query_one("#queues-table", Table).patch(self._queue_rows(snap))
+            self.query_one("#dlq-table", Table).patch(self._rows("queues", snap.dead_letters, "id", lambda d: (
+                f"#{d['event_seq']}", d["subscription"], d["type"] or "", str(d["attempts"]), d["error"] or "")))
+        elif view == "breakers":
+            self.query_one("#breakers-table", Table).patch(
+                self._rows("breakers", snap.breakers, "breaker", self._breaker_cells))
+        elif view == "health":
+            self.query_one("#health-table", Table).patch(self._rows("health", snap.health, "name", lambda h: (
+                h["name"], mark(h["status"]), num(h["response_ms"], "{:.1f}"), h["spark"],
+                num(h["availability_pct"], "{:.1f}"), age(h["age_s"]), h["detail"] or "")))
+        else:
+            events = [e for e in self.events if self._matches("events", f"{e.type} {e.subject or ''}")]
+            self.query_one("#events-table", Table).patch(
+                (str(e.seq), (str(e.seq), time.strftime("%H:%M:%S", time.gmtime(e.time)), e.type, e.subject or "",
+                              _short(e.data))) for e in reversed(events[-500:]))
 
     def _rows(self, view: str, items: list[dict[str, Any]], key: str,
               cells: Callable[[dict[str, Any]], tuple[Any, ...]]) -> list[tuple[str, tuple[Any, ...]]]:
@@ -498,6 +515,7 @@ class Dashboard(App[None]):
     def show_view(self, view: str) -> None:
         self.view = view
         self.query_one("#views", ContentSwitcher).current = view
+        self._patch_all()
         tables = self.query_one(f"#{view}").query(Table)
         if tables:
             tables.first().focus()

@@ -177,6 +177,7 @@ def test_a_missing_store_is_reported_and_retried(make_project, project_files) ->
 
             await seed(root / ".progressive" / "state.db")
             await settle(pilot, 0.6)
+            await pilot.press("3")
             assert banner(app) == "" and len(table(app, "executions").order) == 3
 
     asyncio.run(go())
