@@ -10,8 +10,9 @@ store) and ``--executions`` runs (1% running, with step records; the rest comple
   on that project until its first snapshot is on screen; next to `python -c "import textual.app"` and
   `python -c pass` from the same run (medians of 5). Target <= 600 ms.
 - **tick**: in one process, the snapshot read (in the worker thread, as the app does) and the table
-  patch (on the app's loop), medians over ``--ticks`` ticks while 5% of the heartbeats move each tick.
-  Target <= 50 ms.
+  patch (on the app's loop), medians over ``--ticks`` ticks while 5% of the heartbeats move each tick,
+  on the overview, agents and executions views; the target (<= 50 ms) is judged on the agents view,
+  the heaviest.
 - **memory**: VmRSS of the first-render process once it has rendered.
 
 Exits 0: it measures.
@@ -97,7 +98,7 @@ def timed(argv: list[str]) -> tuple[float, str]:
     return (time.perf_counter() - started) * 1000, out.stdout.strip()
 
 
-async def ticks(project_root: Path, count: int) -> tuple[list[float], list[float]]:
+async def ticks(project_root: Path, count: int, view: str) -> tuple[list[float], list[float]]:
     from progressive_cli.config.project import load_project
     from progressive_cli.store.sqlite import SQLiteStore
     from tui.app import Dashboard
@@ -107,11 +108,13 @@ async def ticks(project_root: Path, count: int) -> tuple[list[float], list[float
     writer = SQLiteStore(project_root / ".progressive" / "state.db")
     async with app.run_test(size=(160, 50)) as pilot:
         await pilot.pause(0.5)
+        app.show_view(view)
+        await pilot.pause(0.5)
         for tick in range(count):
             for n in range(tick % 20, 1000, 20):  # 5% of the agents heartbeat between ticks
                 await writer.record_heartbeat(f"agent-{n:04d}", f"agent-{n:04d}#0", tick % 2 == 0, "probe")
             started = time.perf_counter()
-            snap = await asyncio.to_thread(asyncio.run, app.source.load())
+            snap = await asyncio.to_thread(asyncio.run, app.source.load(frozenset({view})))
             read = time.perf_counter()
             app.show(snap)
             await pilot.pause(0)
@@ -143,8 +146,10 @@ def main() -> None:
             ms, out = timed([sys.executable, "-c", child])
             runs["first render"].append(ms)
             rss_kib = int(out.splitlines()[-1])
-        reads, patches = asyncio.run(ticks(project, args.ticks))
+        per_view = {view: asyncio.run(ticks(project, args.ticks, view))
+                    for view in ("overview", "agents", "executions")}
     first = statistics.median(runs["first render"])
+    reads, patches = per_view["agents"]  # the heaviest view
     tick = [r + p for r, p in zip(reads, patches, strict=True)]
     figures = {
         "agents": args.agents, "executions": args.executions,
@@ -152,6 +157,8 @@ def main() -> None:
         "import_textual_app_ms": round(statistics.median(runs["import textual.app"]), 1),
         "first_render_ms": round(first, 1),
         "first_render_target_ms": 600, "first_render_ratio_to_target": round(first / 600, 2),
+        **{f"tick_{view}_ms_median": round(statistics.median([r + p for r, p in zip(*rp, strict=True)]), 2)
+           for view, rp in per_view.items()},
         "tick_read_ms_median": round(statistics.median(reads), 2),
         "tick_patch_ms_median": round(statistics.median(patches), 2),
         "tick_ms_median": round(statistics.median(tick), 2), "tick_ms_max": round(max(tick), 2),

@@ -334,6 +334,11 @@ class Dashboard(App[None]):
         self.ticks = 0
         self.tick_ms: float | None = None
 
+    @property
+    def main(self) -> Screen[Any]:
+        """The screen the views live on (a detail or a dialog may be on top of it)."""
+        return self.screen_stack[0]
+
     # --- layout ------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static(id="status")
@@ -379,12 +384,12 @@ class Dashboard(App[None]):
     @work(thread=True, exclusive=True, group="load")
     def load(self) -> None:
         started = time.perf_counter()
-        snap = asyncio.run(self.source.load())
+        snap = asyncio.run(self.source.load(frozenset({self.view})))
         self.call_from_thread(self.show, snap, started)
 
     def show(self, snap: Snapshot, started: float | None = None) -> None:
         """Patch every view from ``snap`` (a snapshot with an error keeps the last data and says why)."""
-        error = self.query_one("#error", Static)
+        error = self.main.query_one("#error", Static)
         if snap.error is not None:
             error.update(f"⚠ {snap.error} (retrying every {self.interval:g}s)")
             error.add_class("shown")
@@ -407,29 +412,32 @@ class Dashboard(App[None]):
         view = self.view
         if view == "overview":
             self._summary(snap)
-            self.query_one("#overview-queues", Table).patch(self._queue_rows(snap))
-            self.query_one("#overview-alerts", Table).patch(
+            self.main.query_one("#overview-queues", Table).patch(self._queue_rows(snap))
+            self.main.query_one("#overview-alerts", Table).patch(
                 (a["check_name"], (a["check_name"], mark("firing" if a["firing"] else "resolved"),
                                    mark(a["status"]), a["detail"] or "")) for a in snap.alerts)
         elif view == "agents":
-            self.query_one("#agents-table", Table).patch(self._rows("agents", snap.agents, "id", self._agent_cells))
+            if snap.agents and "instances" not in snap.agents[0]:
+                return  # a snapshot read for another view: the full one is on its way
+            self.main.query_one("#agents-table", Table).patch(
+                self._rows("agents", snap.agents, "id", self._agent_cells))
         elif view == "executions":
-            self.query_one("#executions-table", Table).patch(
+            self.main.query_one("#executions-table", Table).patch(
                 self._rows("executions", snap.executions, "id", self._execution_cells))
         elif view == "queues":
-            self.query_one("#queues-table", Table).patch(self._queue_rows(snap))
-            self.query_one("#dlq-table", Table).patch(self._rows("queues", snap.dead_letters, "id", lambda d: (
+            self.main.query_one("#queues-table", Table).patch(self._queue_rows(snap))
+            self.main.query_one("#dlq-table", Table).patch(self._rows("queues", snap.dead_letters, "id", lambda d: (
                 f"#{d['event_seq']}", d["subscription"], d["type"] or "", str(d["attempts"]), d["error"] or "")))
         elif view == "breakers":
-            self.query_one("#breakers-table", Table).patch(
+            self.main.query_one("#breakers-table", Table).patch(
                 self._rows("breakers", snap.breakers, "breaker", self._breaker_cells))
         elif view == "health":
-            self.query_one("#health-table", Table).patch(self._rows("health", snap.health, "name", lambda h: (
+            self.main.query_one("#health-table", Table).patch(self._rows("health", snap.health, "name", lambda h: (
                 h["name"], mark(h["status"]), num(h["response_ms"], "{:.1f}"), h["spark"],
                 num(h["availability_pct"], "{:.1f}"), age(h["age_s"]), h["detail"] or "")))
         else:
             events = [e for e in self.events if self._matches("events", f"{e.type} {e.subject or ''}")]
-            self.query_one("#events-table", Table).patch(
+            self.main.query_one("#events-table", Table).patch(
                 (str(e.seq), (str(e.seq), time.strftime("%H:%M:%S", time.gmtime(e.time)), e.type, e.subject or "",
                               _short(e.data))) for e in reversed(events[-500:]))
 
@@ -495,7 +503,7 @@ class Dashboard(App[None]):
         daemon = snap.daemon
         text.append("\ndaemon " + (f"pid {daemon['pid']} on {daemon['host']}" if daemon else
                                    "not running (actions are applied by the dashboard)"))
-        self.query_one("#summary", Static).update(text)
+        self.main.query_one("#summary", Static).update(text)
 
     def _status(self) -> None:
         parts = [f"[{self.view}]"]
@@ -509,14 +517,17 @@ class Dashboard(App[None]):
             parts.append(f"filter: {self.filters[self.view]}")
         if self.actions_log:
             parts.append(self.actions_log[-1])
-        self.query_one("#status", Static).update(Text("  ".join(parts)))
+        self.main.query_one("#status", Static).update(Text("  ".join(parts)))
 
     # --- navigation --------------------------------------------------------------------------------------
     def show_view(self, view: str) -> None:
+        changed = view != self.view
         self.view = view
-        self.query_one("#views", ContentSwitcher).current = view
+        self.main.query_one("#views", ContentSwitcher).current = view
         self._patch_all()
-        tables = self.query_one(f"#{view}").query(Table)
+        if changed and view in ("agents", "executions") and self.snapshot is not None:
+            self.tick(force=True)  # their full figures are read only while they are on screen
+        tables = self.main.query_one(f"#{view}").query(Table)
         if tables:
             tables.first().focus()
         self._status()
@@ -545,7 +556,7 @@ class Dashboard(App[None]):
         return keymap.get(binding.id or "", binding.key)
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.main.query_one("#filter", Input)
         box.value = self.filters.get(self.view, "")
         box.disabled = False
         box.add_class("shown")
@@ -564,7 +575,7 @@ class Dashboard(App[None]):
         self.show_view(self.view)
 
     def action_go_back(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.main.query_one("#filter", Input)
         if box.has_class("shown") or self.filters.get(self.view):
             self.filters.pop(self.view, None)
             box.value = ""
@@ -589,7 +600,7 @@ class Dashboard(App[None]):
 
     def jump_to(self, view: str, key: str) -> None:
         self.show_view(view)
-        table = self.query_one(f"#{view}").query(Table).first()
+        table = self.main.query_one(f"#{view}").query(Table).first()
         if key in table.order:
             table.move_cursor(row=table.order.index(key))
 
@@ -599,7 +610,7 @@ class Dashboard(App[None]):
         self.show_view("executions")
 
     def _selected(self, table_id: str) -> str | None:
-        return self.query_one(f"#{table_id}", Table).current_key
+        return self.main.query_one(f"#{table_id}", Table).current_key
 
     # --- details -----------------------------------------------------------------------------------------
     @on(DataTable.RowSelected)

@@ -96,13 +96,15 @@ class Source:
             store, self.store = self.store, None
             await store.close()
 
-    async def load(self) -> Snapshot:
-        """One snapshot; a store problem is the snapshot's ``error`` (and the store is reopened next time)."""
+    async def load(self, views: frozenset[str] | None = None) -> Snapshot:
+        """One snapshot; a store problem is the snapshot's ``error`` (and the store is reopened next time).
+        ``views``: the views on screen; agents' call metrics and running executions' progress are read only
+        for theirs (None: everything)."""
         import sqlite3
 
         t = self.clock()
         try:
-            return await self._load(self._open(), t)
+            return await self._load(self._open(), t, views)
         except ProgressiveError as exc:
             await self.close()
             return Snapshot(at=t, error=one_line(exc.message))
@@ -110,15 +112,15 @@ class Source:
             await self.close()
             return Snapshot(at=t, error=one_line(f"state store: {exc}"))
 
-    async def _load(self, store: Any, t: float) -> Snapshot:
+    async def _load(self, store: Any, t: float, views: frozenset[str] | None) -> Snapshot:
         from progressive_cli.controls import live_daemon
         from progressive_cli.health.monitor import worst
 
         snap = Snapshot(at=t)
         snap.health = await self._health(store, t)
         snap.overall = worst([h["status"] for h in snap.health]) if snap.health else "unknown"
-        snap.agents = await self._agents(store, t)
-        snap.executions, snap.counts = await self._executions(store)
+        snap.agents = await self._agents(store, t, full=views is None or "agents" in views)
+        snap.executions, snap.counts = await self._executions(store, progress=views is None or "executions" in views)
         snap.breakers = await self._breakers(store, t)
         snap.dead_letters = await store.dead_letters(limit=RECENT)
         snap.queues = await self._queues(store, t, snap)
@@ -145,11 +147,22 @@ class Source:
                         "spark": spark([float(r["response_ms"] or 0) for r in runs])})
         return out
 
-    async def _agents(self, store: Any, t: float) -> list[dict[str, Any]]:
-        """One row per agent: its status, instances, calls in flight, success rate and p95 over instances."""
-        from progressive_cli.mca.runtime import instance_report
+    async def _agents(self, store: Any, t: float, *, full: bool) -> list[dict[str, Any]]:
+        """One row per agent: its status, instances, calls in flight, success rate and p95 over instances
+        (without ``full``, the status and heartbeat only: what the overview and the palette need)."""
+        from progressive_cli.mca.runtime import instance_report, status_of
 
         agents = self.project.agents.agents
+        if not full:
+            beats: dict[str, list[dict[str, Any]]] = {}
+            for beat in await store.heartbeats():
+                beats.setdefault(beat["agent"], []).append(beat)
+            out = []
+            for agent in agents:
+                status, seen = status_of(agent, beats.get(agent.id, []), t)
+                out.append({"id": agent.id, "kind": agent.kind, "status": status if agent.enabled else "disabled",
+                            "heartbeat_age_s": None if seen is None else round(seen, 1)})
+            return out
         rows = instance_report(agents, await store.heartbeats(), await store.agent_metrics(),
                                await store.breakers("agent:"), t)
         by_agent: dict[str, list[dict[str, Any]]] = {}
@@ -172,7 +185,7 @@ class Source:
                         "instance_rows": inst})
         return out
 
-    async def _executions(self, store: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    async def _executions(self, store: Any, *, progress: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
         live = await store.list_executions(statuses=["running", "queued", "waiting"], limit=RECENT)
         done = await store.list_executions(statuses=sorted(FINISHED), limit=RECENT)
         counts: dict[str, int] = {}
@@ -182,15 +195,15 @@ class Source:
         for e in live + done:
             steps = e.definition.get("steps", []) if isinstance(e.definition, dict) else []
             total = len(steps)
-            progress = None
-            if e.status == "running" and total:
+            fraction = None
+            if progress and e.status == "running" and total:
                 records = await store.load_steps(e.id)
                 top = {s.get("id") for s in steps}
-                progress = sum(1 for r in records.values() if r.key in top and r.status == "completed") / total
+                fraction = sum(1 for r in records.values() if r.key in top and r.status == "completed") / total
             ended = e.finished_at or self.clock()
             began = e.started_at or e.created_at
             error = e.error if isinstance(e.error, dict) else {}
-            out.append({"id": e.id, "workflow": e.workflow, "status": e.status, "progress": progress,
+            out.append({"id": e.id, "workflow": e.workflow, "status": e.status, "progress": fraction,
                         "steps": total, "created_at": e.created_at, "started_at": e.started_at,
                         "duration_s": round(ended - began, 1) if began else None,
                         "failed_step": error.get("step"), "error": error.get("message"),
