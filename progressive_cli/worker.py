@@ -216,8 +216,9 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    while len(running) < self.concurrency and (item := await self._claim()) is not None:
-                        running[asyncio.create_task(self._handle(item))] = item
+                    if len(running) < self.concurrency:
+                        for item in await self._claim(self.concurrency - len(running)):
+                            running[asyncio.create_task(self._handle(item))] = item
                     if running:
                         await asyncio.wait([*running, stopping], timeout=self.poll_interval,
                                            return_when=asyncio.FIRST_COMPLETED)
@@ -232,12 +233,13 @@ class Worker:
                     # held it found us alive and started no worker, so it must be seen here.
                     if lock is not None:
                         lock.release()
-                    item = await self._claim()
-                    if item is None:
+                    items = await self._claim(self.concurrency)
+                    if not items:
                         return
                     if lock is not None:
                         lock.acquire()  # best effort: another worker may have it by now, which is harmless
-                    running[asyncio.create_task(self._handle(item))] = item
+                    for item in items:
+                        running[asyncio.create_task(self._handle(item))] = item
                 except UnavailableError as exc:  # the store is busy or gone for a moment: try again
                     self.log(f"store unavailable: {exc}")
                     await asyncio.wait([stopping], timeout=self.poll_interval)
@@ -252,11 +254,13 @@ class Worker:
             summary = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items())) or "no runs"
             self.log(f"stopped: {summary}")
 
-    async def _claim(self) -> WorkItem | None:
-        item = await self.store.claim_work(self.worker_id, self.lease_seconds)
-        if item is None and await self._release_dead():
-            item = await self.store.claim_work(self.worker_id, self.lease_seconds)
-        return item
+    async def _claim(self, limit: int) -> list[WorkItem]:
+        """Up to ``limit`` items, claimed in one round trip; the items of dead workers are taken back
+        first when nothing else is there."""
+        items: list[WorkItem] = await self.store.claim_work_batch(self.worker_id, self.lease_seconds, limit)
+        if not items and await self._release_dead():
+            items = await self.store.claim_work_batch(self.worker_id, self.lease_seconds, limit)
+        return items
 
     async def _release_dead(self) -> bool:
         """Give back the items of workers on this host that died holding them (without waiting for the lease)."""
@@ -326,13 +330,15 @@ class Worker:
             self.log(f"{execution_id[:12]} {execution.workflow} ({execution.status}): running it "
                      f"(claim {item.attempts})")
             try:
-                execution = await self.engine.run(execution_id)
+                # a run that finishes here takes its item with it, in the transaction of its final status
+                execution = await self.engine.run(execution_id, queue_item=item.id)
             except UnavailableError as exc:  # another live process drives it; look again later
                 self.log(f"{execution_id[:12]}: {exc}; later")
                 await self._give_back(item)
                 return
             if execution.status in FINISHED:
                 self.counts[execution.status] = self.counts.get(execution.status, 0) + 1
+                return
         if execution.status in FINISHED:
             await self.store.finish_work(item.id)
         else:  # it stopped short (another process took it over): keep the item until the run has finished

@@ -90,6 +90,8 @@ class _Run:
     scope: _Scope
     events: list[Event] = field(default_factory=list)
     lease_lost: bool = False
+    queue_item: str | None = None
+    """The work-queue item to delete with the final status (see :meth:`Engine.run`)."""
 
 
 class Engine:
@@ -161,21 +163,44 @@ class Engine:
         return sum(1 for r in runs if r.status == "waiting" or (
             r.owner is not None and (r.lease_until or 0) > now and not _owner_is_dead(r.owner)))
 
-    async def run(self, execution_id: str) -> Execution:
-        """Run (or resume) an execution until it finishes, or until a durable wait it may not sleep through."""
+    async def run(self, execution_id: str, *, queue_item: str | None = None) -> Execution:
+        """Run (or resume) an execution until it finishes, or until a durable wait it may not sleep through.
+
+        ``queue_item``: the work-queue item the run came from (the worker's). When the run finishes here,
+        the item is deleted in the same transaction as the final status; when it is found finished (before,
+        or by the process that took it over), the item is deleted before this returns. Otherwise it is left
+        alone: the caller gives it back."""
         execution = await self.store.get_execution(execution_id)
         if execution is None:
             raise KeyError(execution_id)
         if execution.status in FINISHED:
+            if queue_item is not None:
+                await self.store.finish_work(queue_item)
             return execution
-        if not await self.store.claim_execution(execution.id, self.owner, LEASE_SECONDS):
+        return await self._run(execution, queue_item)
+
+    async def _run(self, execution: Execution, queue_item: str | None) -> Execution:
+        workflow = WorkflowFile.model_validate(execution.definition)
+        # A run that is not `running` starts (again) now, in the transaction that claims it; a queued
+        # one says so, as a run started directly does.
+        start: dict[str, Any] = {}
+        started = None
+        if execution.status != "running":
+            start = {"status": "running", "started_at": execution.started_at or self.clock()}
+            if execution.status == "queued":
+                started = [self._event("workflow.started", execution, {"workflow": execution.workflow,
+                                                                        "inputs": execution.inputs})]
+        if not await self.store.claim_execution(execution.id, self.owner, LEASE_SECONDS, started, **start):
             dead = execution.owner is not None and _owner_is_dead(execution.owner)
             if not (dead and await self.store.take_over_execution(execution.id, execution.owner or "", self.owner,
-                                                                  LEASE_SECONDS)):
+                                                                  LEASE_SECONDS, started, **start)):
                 from progressive_cli.errors import UnavailableError
 
                 raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}")
-        workflow = WorkflowFile.model_validate(execution.definition)
+        for key, value in start.items():
+            setattr(execution, key, value)
+        if started:
+            self._emitted(started)
         records = await self.store.load_steps(execution.id)
         ctx = {
             "inputs": execution.inputs,
@@ -186,13 +211,7 @@ class Engine:
                 "started_at": _iso(execution.started_at or execution.created_at),
             },
         }
-        run = _Run(execution, workflow, records, _Scope(ctx))
-        if execution.status != "running":
-            # a queued run starts now: say so, as a run started directly does
-            events = [self._event("workflow.started", execution, {"workflow": execution.workflow,
-                                                                  "inputs": execution.inputs})] \
-                if execution.status == "queued" else None
-            await self._update(run, events, status="running", started_at=execution.started_at or self.clock())
+        run = _Run(execution, workflow, records, _Scope(ctx), queue_item=queue_item)
         remaining = (execution.deadline - self.clock()) if execution.deadline else None
         try:
             if remaining is not None and remaining <= 0:
@@ -208,9 +227,9 @@ class Engine:
         except asyncio.CancelledError:
             if not run.lease_lost:
                 raise
-            return await self._get(execution.id)  # another process owns the run now: leave it to that one
+            return await self._reread(run)  # another process owns the run now: leave it to that one
         except _Stop:
-            return await self._get(execution.id)
+            return await self._reread(run)
         except TimeoutError:
             return await self._finish(run, "timed_out", error={
                 "kind": "TIMEOUT", "message": f"workflow '{workflow.name}' timed out after {workflow.timeout:g}s"})
@@ -239,8 +258,17 @@ class Engine:
         assert execution is not None
         return execution
 
-    async def _update(self, run: _Run, events: list[Event] | None = None, **changes: Any) -> None:
-        await self.store.update_execution(run.execution.id, events, **changes)
+    async def _reread(self, run: _Run) -> Execution:
+        """The run as the store has it now, when it stopped short here; if it has finished all the same
+        (by the process that took it over), its queue item goes (see :meth:`run`)."""
+        execution = await self._get(run.execution.id)
+        if run.queue_item is not None and execution.status in FINISHED:
+            await self.store.finish_work(run.queue_item)
+        return execution
+
+    async def _update(self, run: _Run, events: list[Event] | None = None, *, finish_work: str | None = None,
+                      **changes: Any) -> None:
+        await self.store.update_execution(run.execution.id, events, finish_work=finish_work, **changes)
         for key, value in changes.items():
             setattr(run.execution, key, value)
         if events:
@@ -255,8 +283,9 @@ class Engine:
             data["error"] = error
         finished = self.clock()
         data["duration_ms"] = round((finished - (run.execution.started_at or finished)) * 1000, 3)
-        await self._update(run, [self._event(kind, run.execution, data)], status=status, outputs=outputs,
-                           error=error, finished_at=finished, owner=None, lease_until=None, wake_at=None)
+        await self._update(run, [self._event(kind, run.execution, data)], finish_work=run.queue_item,
+                           status=status, outputs=outputs, error=error, finished_at=finished, owner=None,
+                           lease_until=None, wake_at=None)
         return run.execution
 
     async def _checkpoint(self, run: _Run) -> None:

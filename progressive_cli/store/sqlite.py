@@ -204,6 +204,15 @@ def _column(name: str, value: Any, json_fields: set[str]) -> Any:
     return _dumps(value) if name in json_fields and value is not None else value
 
 
+def _execution_sets(changes: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """``field = ?, ...`` and its parameters for an UPDATE of ``executions`` (JSON fields encoded)."""
+    unknown = set(changes) - set(_EXECUTION_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown execution fields: {sorted(unknown)}")
+    sets = ", ".join(f"{k} = ?" for k in changes)
+    return sets, tuple(_dumps(v) if k in _JSON_EXECUTION and v is not None else v for k, v in changes.items())
+
+
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -438,38 +447,50 @@ class SQLiteStore:
         ).fetchall()
         return [self._row_to_execution(r) for r in rows]
 
-    async def update_execution(self, execution_id: str, events: list[Event] | None = None, **changes: Any) -> None:
-        unknown = set(changes) - set(_EXECUTION_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown execution fields: {sorted(unknown)}")
+    async def update_execution(self, execution_id: str, events: list[Event] | None = None, *,
+                               finish_work: str | None = None, **changes: Any) -> None:
         changes.setdefault("updated_at", now())
-        sets = ", ".join(f"{k} = ?" for k in changes)
-        params = tuple(_dumps(v) if k in _JSON_EXECUTION and v is not None else v for k, v in changes.items())
-        self._write([(f"UPDATE executions SET {sets} WHERE id = ?", (*params, execution_id))], events)
+        sets, params = _execution_sets(changes)
+        statements = [(f"UPDATE executions SET {sets} WHERE id = ?", (*params, execution_id))]
+        if finish_work is not None:
+            statements.append(("DELETE FROM queue WHERE id = ?", (finish_work,)))
+        self._write(statements, events)
 
     async def cancel_requested(self, execution_id: str) -> bool:
         row = self.db.execute("SELECT cancel_requested FROM executions WHERE id = ?", (execution_id,)).fetchone()
         return bool(row and row[0])
 
-    async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float) -> bool:
+    async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float,
+                              events: list[Event] | None = None, **changes: Any) -> bool:
         return self._lease(execution_id, owner, lease_seconds,
-                           "owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?", (owner, now()))
+                           "owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?", (owner, now()),
+                           events, changes)
 
     async def take_over_execution(self, execution_id: str, dead_owner: str, owner: str,
-                                  lease_seconds: float) -> bool:
-        return self._lease(execution_id, owner, lease_seconds, "owner = ?", (dead_owner,))
+                                  lease_seconds: float, events: list[Event] | None = None, **changes: Any) -> bool:
+        return self._lease(execution_id, owner, lease_seconds, "owner = ?", (dead_owner,), events, changes)
 
     def _lease(self, execution_id: str, owner: str, lease_seconds: float, condition: str,
-               params: tuple[Any, ...]) -> bool:
+               params: tuple[Any, ...], events: list[Event] | None, changes: dict[str, Any]) -> bool:
+        """Take the lease when ``condition`` holds and, only then, apply ``changes`` and write ``events``
+        in the same transaction."""
+        if {"owner", "lease_until", "updated_at"} & set(changes):
+            raise ValueError("the lease sets owner, lease_until and updated_at itself")
         t = now()
-        try:
-            cursor = self.db.execute(
-                f"UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND ({condition})",
-                (owner, t + lease_seconds, t, execution_id, *params),
-            )
-        except sqlite3.OperationalError as exc:
-            raise UnavailableError(f"state store {self.path}: {exc}") from None
-        return cursor.rowcount == 1
+        extra, extra_params = _execution_sets(changes) if changes else ("", ())
+        sql = (f"UPDATE executions SET owner = ?, lease_until = ?, updated_at = ?{', ' if extra else ''}{extra} "
+               f"WHERE id = ? AND ({condition})")
+        values = (owner, t + lease_seconds, t, *extra_params, execution_id, *params)
+        if not events:  # one statement: its own transaction
+            try:
+                return self.db.execute(sql, values).rowcount == 1
+            except sqlite3.OperationalError as exc:
+                raise UnavailableError(f"state store {self.path}: {exc}") from None
+        with self._transaction() as db:
+            taken = db.execute(sql, values).rowcount == 1
+            if taken:
+                _insert_events(db, events)
+        return taken
 
     # --- steps ---------------------------------------------------------------------------------------
     async def load_steps(self, execution_id: str) -> dict[str, StepRecord]:
@@ -718,21 +739,26 @@ class SQLiteStore:
         return item_id
 
     async def claim_work(self, worker: str, lease_seconds: float) -> WorkItem | None:
+        items = await self.claim_work_batch(worker, lease_seconds, 1)
+        return items[0] if items else None
+
+    async def claim_work_batch(self, worker: str, lease_seconds: float, limit: int) -> list[WorkItem]:
+        if limit < 1:
+            return []
         t = now()
+        until = t + lease_seconds
         with self._transaction() as db:
-            row = db.execute(
+            rows = db.execute(
                 "SELECT id, kind, payload, available_at, attempts FROM queue "
                 "WHERE available_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                "ORDER BY available_at LIMIT 1",
-                (t, t),
-            ).fetchone()
-            if row is not None:
-                db.execute("UPDATE queue SET leased_by = ?, lease_until = ?, attempts = attempts + 1 "
-                           "WHERE id = ?", (worker, t + lease_seconds, row[0]))
-        if row is None:
-            return None
-        return WorkItem(id=row[0], kind=row[1], payload=json.loads(row[2]), available_at=row[3],
-                        attempts=row[4] + 1, leased_by=worker, lease_until=t + lease_seconds)
+                "ORDER BY available_at LIMIT ?",
+                (t, t, limit),
+            ).fetchall()
+            if rows:
+                db.executemany("UPDATE queue SET leased_by = ?, lease_until = ?, attempts = attempts + 1 "
+                               "WHERE id = ?", [(worker, until, row[0]) for row in rows])
+        return [WorkItem(id=row[0], kind=row[1], payload=json.loads(row[2]), available_at=row[3],
+                         attempts=row[4] + 1, leased_by=worker, lease_until=until) for row in rows]
 
     async def finish_work(self, item_id: str) -> None:
         self._write([("DELETE FROM queue WHERE id = ?", (item_id,))], None)
