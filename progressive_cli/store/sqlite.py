@@ -286,6 +286,8 @@ class SQLiteStore:
     def __init__(self, path: Path, *, durability: str = "normal", busy_timeout: float = 10.0) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
+        self.busy_timeout = busy_timeout
+        self._busy_ms = f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_file():
@@ -380,12 +382,39 @@ class SQLiteStore:
     async def close(self) -> None:
         self.db.close()
 
+    def _begin(self, db: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another process's write transaction in short steps.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ms... between tries, so a process that
+        finds the lock taken a few times in a row by a busy neighbour (``run --detach`` queueing while the
+        daemon works, each holding it for a fraction of a millisecond) sleeps far longer than the lock is
+        held. Here the handler is off while we try, and we try again after 0.1 ms, doubling up to 2 ms,
+        for up to ``busy_timeout`` seconds; reads keep SQLite's handler."""
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            delay, deadline = 0.0001, 0.0
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise
+                    t = time.monotonic()
+                    deadline = deadline or t + self.busy_timeout
+                    if t >= deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.002)
+        finally:
+            db.execute(self._busy_ms)
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed whole or rolled back; lock errors become UnavailableError."""
         db = self.db
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._begin(db)
             try:
                 yield db
                 db.execute("COMMIT")
@@ -481,11 +510,6 @@ class SQLiteStore:
         sql = (f"UPDATE executions SET owner = ?, lease_until = ?, updated_at = ?{', ' if extra else ''}{extra} "
                f"WHERE id = ? AND ({condition})")
         values = (owner, t + lease_seconds, t, *extra_params, execution_id, *params)
-        if not events:  # one statement: its own transaction
-            try:
-                return self.db.execute(sql, values).rowcount == 1
-            except sqlite3.OperationalError as exc:
-                raise UnavailableError(f"state store {self.path}: {exc}") from None
         with self._transaction() as db:
             taken = db.execute(sql, values).rowcount == 1
             if taken:

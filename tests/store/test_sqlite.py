@@ -515,3 +515,42 @@ def test_opening_retries_a_locked_file_and_nothing_else(tmp_path, monkeypatch):
         sqlite3.OperationalError("database is locked")))
     with pytest.raises(UnavailableError, match="locked"):
         SQLiteStore(tmp_path / "c.db", busy_timeout=0.2)  # gives up once the busy timeout is spent
+
+
+def test_a_writer_waits_for_another_writer_in_short_steps(tmp_path):
+    """A write transaction that finds the lock taken tries again every fraction of a millisecond (not
+    SQLite's 1, 2, 5, 10... ms), gets it soon after it is let go, gives up as UnavailableError once the
+    busy timeout is spent, and leaves the busy timeout of reads as it was."""
+    import threading
+
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path, busy_timeout=5.0)
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released = []
+
+    def release() -> None:
+        time.sleep(0.35)  # SQLite's handler would try at 0.328 s, then at 0.428 s
+        released.append(time.monotonic())
+        other.execute("COMMIT")
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    run(store.enqueue("run", {}))  # waits for the other writer
+    waited = time.monotonic() - released[0]
+    thread.join()
+    assert run(store.queue_depth()) == 1
+    assert waited < 0.04, waited
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+
+    store.busy_timeout = 0.1
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match="locked"):
+        run(store.enqueue("run", {}))
+    assert 0.1 <= time.monotonic() - started < 1.0
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    other.execute("COMMIT")
+    other.close()
+    assert run(store.queue_depth()) == 1
+    run(store.close())
