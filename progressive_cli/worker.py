@@ -40,6 +40,7 @@ from typing import Any
 from progressive_cli.engine.executor import _owner_is_dead
 from progressive_cli.errors import NotFoundError, UnavailableError, one_line
 from progressive_cli.store.base import FINISHED, Event, Execution, WorkItem, now
+from progressive_cli.util import Periodic
 
 RUN = "run"
 """The kind of the queue items this worker runs: ``{"execution": ID}``."""
@@ -185,7 +186,8 @@ class Worker:
     """``host:pid``, as the engine's owners are, so a dead worker on this host is recognised by its pid."""
     counts: dict[str, int] = field(default_factory=dict)
     """Runs this worker ended, by final status."""
-    _active: set[str] = field(default_factory=set)
+    _active: dict[str, str] = field(default_factory=dict)
+    """The executions this worker is handling, with their workflows once known."""
 
     def log(self, message: str) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -212,6 +214,9 @@ class Worker:
         stop = stop or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
         running: dict[asyncio.Task[None], WorkItem] = {}
+        # the runs in flight share the store's transactions (one commit per turn of the loop, not per write)
+        group_commit = getattr(self.store, "group_commit", None)
+        grouped = group_commit(True) if group_commit is not None else None
         self.log(f"started (concurrency {self.concurrency}{', draining' if drain else ''}) on {self.store.url}")
         try:
             while not stop.is_set():
@@ -251,6 +256,8 @@ class Worker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            if group_commit is not None:
+                group_commit(bool(grouped))
             summary = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items())) or "no runs"
             self.log(f"stopped: {summary}")
 
@@ -286,13 +293,17 @@ class Worker:
         with contextlib.suppress(UnavailableError):
             await self.store.release_work(item.id, self.worker_id, now() + delay)
 
-    async def _keep_lease(self, item: WorkItem) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+    def _keep_lease(self, item: WorkItem) -> Periodic:
+        """Renew the item's lease every third of it while its run goes on."""
+
+        async def renew() -> bool:
             with contextlib.suppress(UnavailableError):
                 if not await self.store.extend_work(item.id, self.worker_id, self.lease_seconds):
                     self.log(f"lost the lease of item {item.id[:12]}; the run's own lease still guards it")
-                    return
+                    return False
+            return True
+
+        return Periodic(self.lease_seconds / 3, renew)
 
     async def _handle(self, item: WorkItem) -> None:
         execution_id = item.payload.get("execution") if isinstance(item.payload, dict) else None
@@ -303,8 +314,8 @@ class Worker:
         if execution_id in self._active:  # one execution, two items: never drive it twice in this process
             await self._give_back(item)
             return
-        self._active.add(execution_id)
-        keeper = asyncio.create_task(self._keep_lease(item))
+        self._active[execution_id] = ""
+        keeper = self._keep_lease(item)
         try:
             await self._run(item, execution_id)
         except asyncio.CancelledError:
@@ -314,7 +325,7 @@ class Worker:
             await self._errored(item, execution_id, exc)
         finally:
             keeper.cancel()
-            self._active.discard(execution_id)
+            self._active.pop(execution_id, None)
 
     async def _run(self, item: WorkItem, execution_id: str) -> None:
         execution = await self.store.get_execution(execution_id)
@@ -324,14 +335,20 @@ class Worker:
             return
         if execution.status not in FINISHED:
             limit = (execution.definition or {}).get("concurrency")
-            if execution.status == "queued" and limit and await self.engine.in_progress(execution.workflow) >= limit:
+            self._active[execution_id] = execution.workflow
+            # the runs this worker is starting count before their start is committed: their writes wait
+            # for the turn's transaction, so the store alone would not show them yet
+            mine = {i for i, w in self._active.items() if w == execution.workflow and i != execution_id}
+            if execution.status == "queued" and limit and \
+                    await self.engine.in_progress(execution.workflow, also=mine) >= limit:
+                self._active[execution_id] = ""  # not starting after all
                 await self._give_back(item)  # at its workflow's concurrency limit: later
                 return
             self.log(f"{execution_id[:12]} {execution.workflow} ({execution.status}): running it "
                      f"(claim {item.attempts})")
             try:
                 # a run that finishes here takes its item with it, in the transaction of its final status
-                execution = await self.engine.run(execution_id, queue_item=item.id)
+                execution = await self.engine.run(execution_id, queue_item=item.id, execution=execution)
             except UnavailableError as exc:  # another live process drives it; look again later
                 self.log(f"{execution_id[:12]}: {exc}; later")
                 await self._give_back(item)

@@ -8,6 +8,7 @@ one transaction, a newer or foreign one is refused with a message, never touched
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -15,11 +16,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from progressive_cli.errors import UnavailableError
 from progressive_cli.store.base import Event, Execution, Message, StepRecord, WorkItem, new_id, now
 
+_T = TypeVar("_T")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
 SCHEMA_VERSION = 5
@@ -287,6 +289,9 @@ class SQLiteStore:
         self.path = path
         self.url = f"sqlite:///{path}"
         self.busy_timeout = busy_timeout
+        self._grouping = False
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._pending_loop: asyncio.AbstractEventLoop | None = None
         self._busy_ms = f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -380,7 +385,78 @@ class SQLiteStore:
             raise
 
     async def close(self) -> None:
+        self._flush()  # writes still waiting for their transaction (none once their callers have returned)
         self.db.close()
+
+    # --- group commit ----------------------------------------------------------------------------------
+    def group_commit(self, on: bool = True) -> bool:
+        """Let the writes of concurrent tasks share transactions (a worker running many runs at once);
+        returns the previous setting.
+
+        While on, a write waits for the end of the current turn of the event loop, and every write
+        submitted by then goes into one transaction, each in a savepoint of its own: each call still
+        returns only once its change is committed, a call that fails is rolled back alone and raises,
+        and a call cancelled before the transaction began is not written at all. What changes is only
+        the number of commits (and of WAL pages, and of checkpoints): one per turn, not one per write."""
+        previous, self._grouping = self._grouping, on
+        if not on:
+            self._flush()
+        return previous
+
+    async def _submit(self, write: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``write(db)`` in a write transaction, alone or with the other writes of this turn."""
+        if not self._grouping:
+            with self._transaction() as db:
+                return write(db)
+        loop = asyncio.get_running_loop()
+        if self._pending and self._pending_loop is not loop:
+            self._flush()  # left over from a loop that has ended: its callers are gone
+        future: asyncio.Future[_T] = loop.create_future()
+        self._pending.append((write, future))
+        if len(self._pending) == 1:
+            self._pending_loop = loop
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch = [(write, future) for write, future in self._pending if not future.cancelled()]
+        self._pending = []
+        if not batch:
+            return
+        db = self.db
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            self._begin(db)
+            try:
+                if len(batch) == 1:
+                    write, future = batch[0]
+                    outcomes.append((future, True, write(db)))
+                else:
+                    for write, future in batch:
+                        db.execute("SAVEPOINT w")
+                        try:
+                            outcomes.append((future, True, write(db)))
+                            db.execute("RELEASE w")
+                        except Exception as exc:  # this write alone is undone; the others go on
+                            db.execute("ROLLBACK TO w")
+                            db.execute("RELEASE w")
+                            outcomes.append((future, False, exc))
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        except Exception as exc:  # nothing of the batch was committed: every caller gets the error
+            error = exc
+            if isinstance(exc, sqlite3.OperationalError):
+                error = UnavailableError(f"state store {self.path}: {exc}")
+            outcomes = [(future, False, error) for _, future in batch]
+        for future, ok, value in outcomes:
+            if future.cancelled():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def _begin(self, db: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE``, waiting for another process's write transaction in short steps.
@@ -424,11 +500,15 @@ class SQLiteStore:
         except sqlite3.OperationalError as exc:
             raise UnavailableError(f"state store {self.path}: {exc}") from None
 
-    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], events: list[Event] | None) -> None:
-        with self._transaction() as db:
+    async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], events: list[Event] | None) -> None:
+        statements = list(statements)
+
+        def write(db: sqlite3.Connection) -> None:
             for sql, params in statements:
                 db.execute(sql, params)
             _insert_events(db, events)
+
+        await self._submit(write)
 
     # --- executions ----------------------------------------------------------------------------------
     def _row_to_execution(self, row: sqlite3.Row | tuple[Any, ...]) -> Execution:
@@ -441,7 +521,7 @@ class SQLiteStore:
     async def create_execution(self, execution: Execution, events: list[Event] | None = None) -> None:
         params = tuple(_column(f, getattr(execution, f), _JSON_EXECUTION) for f in _EXECUTION_FIELDS)
         placeholders = ", ".join("?" * len(_EXECUTION_FIELDS))
-        self._write([(f"INSERT INTO executions ({', '.join(_EXECUTION_FIELDS)}) VALUES ({placeholders})",
+        await self._write([(f"INSERT INTO executions ({', '.join(_EXECUTION_FIELDS)}) VALUES ({placeholders})",
                       params)], events)
 
     async def get_execution(self, execution_id: str) -> Execution | None:
@@ -483,7 +563,7 @@ class SQLiteStore:
         statements = [(f"UPDATE executions SET {sets} WHERE id = ?", (*params, execution_id))]
         if finish_work is not None:
             statements.append(("DELETE FROM queue WHERE id = ?", (finish_work,)))
-        self._write(statements, events)
+        await self._write(statements, events)
 
     async def cancel_requested(self, execution_id: str) -> bool:
         row = self.db.execute("SELECT cancel_requested FROM executions WHERE id = ?", (execution_id,)).fetchone()
@@ -491,30 +571,35 @@ class SQLiteStore:
 
     async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float,
                               events: list[Event] | None = None, **changes: Any) -> bool:
-        return self._lease(execution_id, owner, lease_seconds,
-                           "owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?", (owner, now()),
-                           events, changes)
+        return await self._lease(execution_id, owner, lease_seconds,
+                                 "owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?", (owner,),
+                                 events, changes)
 
     async def take_over_execution(self, execution_id: str, dead_owner: str, owner: str,
                                   lease_seconds: float, events: list[Event] | None = None, **changes: Any) -> bool:
-        return self._lease(execution_id, owner, lease_seconds, "owner = ?", (dead_owner,), events, changes)
+        return await self._lease(execution_id, owner, lease_seconds, "owner = ?", (dead_owner,), events, changes)
 
-    def _lease(self, execution_id: str, owner: str, lease_seconds: float, condition: str,
-               params: tuple[Any, ...], events: list[Event] | None, changes: dict[str, Any]) -> bool:
+    async def _lease(self, execution_id: str, owner: str, lease_seconds: float, condition: str,
+                     params: tuple[Any, ...], events: list[Event] | None, changes: dict[str, Any]) -> bool:
         """Take the lease when ``condition`` holds and, only then, apply ``changes`` and write ``events``
-        in the same transaction."""
+        in the same transaction. The clock is read in the transaction (``now`` goes last in the
+        condition's parameters when it names ``lease_until < ?``)."""
         if {"owner", "lease_until", "updated_at"} & set(changes):
             raise ValueError("the lease sets owner, lease_until and updated_at itself")
-        t = now()
         extra, extra_params = _execution_sets(changes) if changes else ("", ())
         sql = (f"UPDATE executions SET owner = ?, lease_until = ?, updated_at = ?{', ' if extra else ''}{extra} "
                f"WHERE id = ? AND ({condition})")
-        values = (owner, t + lease_seconds, t, *extra_params, execution_id, *params)
-        with self._transaction() as db:
+        timed = "lease_until < ?" in condition
+
+        def write(db: sqlite3.Connection) -> bool:
+            t = now()
+            values = (owner, t + lease_seconds, t, *extra_params, execution_id, *params, *((t,) if timed else ()))
             taken = db.execute(sql, values).rowcount == 1
             if taken:
                 _insert_events(db, events)
-        return taken
+            return taken
+
+        return await self._submit(write)
 
     # --- steps ---------------------------------------------------------------------------------------
     async def load_steps(self, execution_id: str) -> dict[str, StepRecord]:
@@ -535,16 +620,16 @@ class SQLiteStore:
                   None if r.input is None else _dumps(r.input), None if r.output is None else _dumps(r.output),
                   None if r.error is None else _dumps(r.error), r.started_at, r.finished_at, r.wake_at)
         placeholders = ", ".join("?" * len(_STEP_FIELDS))
-        self._write([(f"INSERT OR REPLACE INTO steps ({', '.join(_STEP_FIELDS)}) VALUES ({placeholders})",
+        await self._write([(f"INSERT OR REPLACE INTO steps ({', '.join(_STEP_FIELDS)}) VALUES ({placeholders})",
                       params)], events)
 
     async def delete_steps(self, execution_id: str, keys: list[str]) -> None:
-        self._write([("DELETE FROM steps WHERE execution_id = ? AND key = ?", (execution_id, k)) for k in keys],
+        await self._write([("DELETE FROM steps WHERE execution_id = ? AND key = ?", (execution_id, k)) for k in keys],
                     None)
 
     # --- events --------------------------------------------------------------------------------------
     async def append_events(self, events: list[Event]) -> None:
-        self._write([], events)
+        await self._write([], events)
 
     async def list_events(
         self, *, after_seq: int = 0, execution_id: str | None = None, type_prefix: str | None = None,
@@ -758,7 +843,7 @@ class SQLiteStore:
     async def enqueue(self, kind: str, payload: dict[str, Any], available_at: float | None = None) -> str:
         item_id = new_id()
         t = now()
-        self._write([("INSERT INTO queue (id, kind, payload, available_at, created_at) VALUES (?, ?, ?, ?, ?)",
+        await self._write([("INSERT INTO queue (id, kind, payload, available_at, created_at) VALUES (?, ?, ?, ?, ?)",
                       (item_id, kind, _dumps(payload), t if available_at is None else available_at, t))], None)
         return item_id
 
@@ -769,9 +854,10 @@ class SQLiteStore:
     async def claim_work_batch(self, worker: str, lease_seconds: float, limit: int) -> list[WorkItem]:
         if limit < 1:
             return []
-        t = now()
-        until = t + lease_seconds
-        with self._transaction() as db:
+
+        def claim(db: sqlite3.Connection) -> list[WorkItem]:
+            t = now()
+            until = t + lease_seconds
             rows = db.execute(
                 "SELECT id, kind, payload, available_at, attempts FROM queue "
                 "WHERE available_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
@@ -781,11 +867,13 @@ class SQLiteStore:
             if rows:
                 db.executemany("UPDATE queue SET leased_by = ?, lease_until = ?, attempts = attempts + 1 "
                                "WHERE id = ?", [(worker, until, row[0]) for row in rows])
-        return [WorkItem(id=row[0], kind=row[1], payload=json.loads(row[2]), available_at=row[3],
-                         attempts=row[4] + 1, leased_by=worker, lease_until=until) for row in rows]
+            return [WorkItem(id=row[0], kind=row[1], payload=json.loads(row[2]), available_at=row[3],
+                             attempts=row[4] + 1, leased_by=worker, lease_until=until) for row in rows]
+
+        return await self._submit(claim)
 
     async def finish_work(self, item_id: str) -> None:
-        self._write([("DELETE FROM queue WHERE id = ?", (item_id,))], None)
+        await self._write([("DELETE FROM queue WHERE id = ?", (item_id,))], None)
 
     async def queue_depth(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0])
@@ -797,17 +885,17 @@ class SQLiteStore:
                          leased_by=r[5], lease_until=r[6]) for r in rows]
 
     async def extend_work(self, item_id: str, worker: str, lease_seconds: float) -> bool:
-        return self._update_work("lease_until = ?", (now() + lease_seconds,), item_id, worker)
+        return await self._update_work("lease_until = ?", (now() + lease_seconds,), item_id, worker)
 
     async def release_work(self, item_id: str, worker: str, available_at: float | None = None) -> bool:
-        return self._update_work("leased_by = NULL, lease_until = NULL, available_at = coalesce(?, available_at)",
-                                 (available_at,), item_id, worker)
+        return await self._update_work(
+            "leased_by = NULL, lease_until = NULL, available_at = coalesce(?, available_at)",
+            (available_at,), item_id, worker)
 
-    def _update_work(self, sets: str, params: tuple[Any, ...], item_id: str, worker: str) -> bool:
+    async def _update_work(self, sets: str, params: tuple[Any, ...], item_id: str, worker: str) -> bool:
         """Change an item only while ``worker`` holds its lease."""
-        with self._transaction() as db:
-            cursor = db.execute(f"UPDATE queue SET {sets} WHERE id = ? AND leased_by = ?", (*params, item_id, worker))
-        return cursor.rowcount == 1
+        sql = f"UPDATE queue SET {sets} WHERE id = ? AND leased_by = ?"
+        return await self._submit(lambda db: db.execute(sql, (*params, item_id, worker)).rowcount == 1)
 
     # --- agents: metrics, calls in flight, heartbeats, instance breakers -----------------------------------
     async def merge_agent_metrics(self, deltas: list[dict[str, Any]],
@@ -847,12 +935,12 @@ class SQLiteStore:
         counts consecutive failures."""
         t = now()
         if ok:
-            self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
+            await self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
                           "VALUES (?, ?, ?, 'ok', ?, ?, 0) ON CONFLICT (agent, instance) DO UPDATE SET "
                           "at = excluded.at, status = 'ok', detail = excluded.detail, checked_at = excluded.at, "
                           "failures = 0", (agent, instance, t, detail, t))], None)
         else:
-            self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
+            await self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
                           "VALUES (?, ?, 0, 'failed', ?, ?, 1) ON CONFLICT (agent, instance) DO UPDATE SET "
                           "status = 'failed', detail = excluded.detail, checked_at = excluded.checked_at, "
                           "failures = failures + 1", (agent, instance, detail, t))], None)
@@ -912,7 +1000,7 @@ class SQLiteStore:
 
     async def save_incidents(self, records: list[dict[str, Any]], events: list[Event] | None = None) -> None:
         t = now()
-        self._write([("INSERT OR REPLACE INTO incidents (id, status, record, updated_at) VALUES (?, ?, ?, ?)",
+        await self._write([("INSERT OR REPLACE INTO incidents (id, status, record, updated_at) VALUES (?, ?, ?, ?)",
                       (r["id"], r.get("status", "open"), _dumps(r), t)) for r in records], events)
 
     # --- messages (agent messaging, progressive_cli/mca/messaging.py) ----------------------------------------
@@ -934,7 +1022,7 @@ class SQLiteStore:
         return [self._row_to_message(r) for r in rows]
 
     async def insert_messages(self, messages: list[Message], events: list[Event] | None = None) -> None:
-        self._write([(f"INSERT INTO messages ({self._MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        await self._write([(f"INSERT INTO messages ({self._MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (m.id, m.sender, m.recipient, m.channel, _dumps(m.body), m.status, m.attempts, m.created_at,
                        m.delivered_at, m.error, None if m.reply is None else _dumps(m.reply)))
                      for m in messages], events)
@@ -979,18 +1067,18 @@ class SQLiteStore:
         return self._row_to_message(row)
 
     async def mark_message_delivered(self, message_id: str, reply: Any, events: list[Event] | None = None) -> None:
-        self._write([("UPDATE messages SET status = 'delivered', delivered_at = ?, attempts = attempts + 1, "
+        await self._write([("UPDATE messages SET status = 'delivered', delivered_at = ?, attempts = attempts + 1, "
                       "error = NULL, reply = ? WHERE id = ? AND status = 'delivering'",
                       (now(), None if reply is None else _dumps(reply), message_id))], events)
 
     async def mark_message_failed(self, message_id: str, error: str, *, requeue: bool,
                                   events: list[Event] | None = None) -> None:
-        self._write([("UPDATE messages SET status = ?, delivered_at = NULL, attempts = attempts + 1, error = ? "
+        await self._write([("UPDATE messages SET status = ?, delivered_at = NULL, attempts = attempts + 1, error = ? "
                       "WHERE id = ? AND status = 'delivering'",
                       ("queued" if requeue else "failed", error, message_id))], events)
 
     async def release_message(self, message_id: str) -> None:
-        self._write([("UPDATE messages SET status = 'queued', delivered_at = NULL "
+        await self._write([("UPDATE messages SET status = 'queued', delivered_at = NULL "
                       "WHERE id = ? AND status = 'delivering'", (message_id,))], None)
 
     async def prune_messages(self, before: float,
