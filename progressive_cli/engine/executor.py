@@ -131,9 +131,11 @@ class Engine:
     # --- public ------------------------------------------------------------------------------------
     async def start(
         self, name: str, inputs: Mapping[str, Any], *, parent: tuple[str, str] | None = None,
-        timeout: float | None = None, status: str = "running",
+        timeout: float | None = None, status: str = "running", queue: str | None = None,
     ) -> Execution:
-        """Validate inputs and create the execution record (committed before anything runs)."""
+        """Validate inputs and create the execution record (committed before anything runs). ``queue``: the
+        kind of a work-queue item ``{"execution": ID}`` put on the queue with the record, in the same
+        transaction (``run --detach``: a ``queued`` run and the item a worker runs it from)."""
         workflow = self.workflows[name]
         resolved = resolve_inputs(workflow.inputs, inputs, name)
         if workflow.concurrency is not None and status == "running" and parent is None:
@@ -152,7 +154,10 @@ class Engine:
         )
         event = self._event("workflow.started" if status == "running" else "workflow.queued", execution,
                             {"workflow": name, "inputs": resolved})
-        await self.store.create_execution(execution, [event])
+        if queue is None:
+            await self.store.create_execution(execution, [event])
+        else:
+            await self.store.create_execution(execution, [event], work=(queue, {"execution": execution.id}))
         self._emitted([event])
         return execution
 

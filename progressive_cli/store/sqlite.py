@@ -518,11 +518,18 @@ class SQLiteStore:
         values["cancel_requested"] = bool(values["cancel_requested"])
         return Execution(**values)
 
-    async def create_execution(self, execution: Execution, events: list[Event] | None = None) -> None:
+    async def create_execution(self, execution: Execution, events: list[Event] | None = None, *,
+                               work: tuple[str, dict[str, Any]] | None = None) -> str | None:
         params = tuple(_column(f, getattr(execution, f), _JSON_EXECUTION) for f in _EXECUTION_FIELDS)
         placeholders = ", ".join("?" * len(_EXECUTION_FIELDS))
-        await self._write([(f"INSERT INTO executions ({', '.join(_EXECUTION_FIELDS)}) VALUES ({placeholders})",
-                      params)], events)
+        statements = [(f"INSERT INTO executions ({', '.join(_EXECUTION_FIELDS)}) VALUES ({placeholders})", params)]
+        item_id = None
+        if work is not None:
+            item_id, t = new_id(), now()
+            statements.append(("INSERT INTO queue (id, kind, payload, available_at, created_at) VALUES (?, ?, ?, ?, ?)",
+                               (item_id, work[0], _dumps(work[1]), t, t)))
+        await self._write(statements, events)
+        return item_id
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         row = self.db.execute(

@@ -546,6 +546,22 @@ def test_claim_execution_with_fields_and_events(store, clock):
         run(store.claim_execution("e1", "C", 10, None, nonsense=1))
 
 
+def test_create_execution_with_its_work_item(store, clock):
+    """A queued run and its queue item are written in one transaction."""
+    queued = Event("workflow.queued", {"workflow": "wf"}, subject="e1", execution_id="e1")
+    item_id = run(store.create_execution(make_execution(), [queued], work=("run", {"execution": "e1"})))
+    assert isinstance(item_id, str) and item_id
+    (item,) = run(store.list_work())
+    assert (item.id, item.kind, item.payload, item.leased_by) == (item_id, "run", {"execution": "e1"}, None)
+    assert item.available_at == pytest.approx(clock.t)
+    assert run(store.get_execution("e1")).status == "queued"
+    assert [e.id for e in all_events(store)] == [queued.id]
+    assert run(store.create_execution(make_execution("e2"))) is None  # no item without `work`
+    with pytest.raises(Exception):  # noqa: B017 - the backend's own integrity error
+        run(store.create_execution(make_execution(), work=("run", {"execution": "e1"})))  # e1 exists
+    assert run(store.queue_depth()) == 1  # the failed call left no item behind
+
+
 def test_update_execution_finishing_its_work_item(store, clock):
     """The run's final status and the deletion of its queue item go in one transaction."""
     run(store.create_execution(make_execution(status="running")))
