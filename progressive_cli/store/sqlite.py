@@ -198,8 +198,11 @@ _JSON_EXECUTION = {"inputs", "definition", "outputs", "error"}
 _JSON_STEP = {"input", "output", "error"}
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # json.dumps would build one per call
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def _column(name: str, value: Any, json_fields: set[str]) -> Any:
@@ -232,6 +235,10 @@ def _statements(script: str) -> list[str]:
     if pending.strip():
         out.append(pending)
     return out
+
+
+class _WriteFailed(Exception):
+    """A write of a group commit failed: the batch is done again, each write in a savepoint."""
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -423,40 +430,54 @@ class SQLiteStore:
         self._pending = []
         if not batch:
             return
-        db = self.db
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         try:
-            self._begin(db)
+            # Writes rarely fail: first all of them in one go; if one does, the whole transaction is undone
+            # and the batch is done again with a savepoint around each, so only that one fails.
             try:
-                if len(batch) == 1:
-                    write, future = batch[0]
-                    outcomes.append((future, True, write(db)))
-                else:
-                    for write, future in batch:
-                        db.execute("SAVEPOINT w")
-                        try:
-                            outcomes.append((future, True, write(db)))
-                            db.execute("RELEASE w")
-                        except Exception as exc:  # this write alone is undone; the others go on
-                            db.execute("ROLLBACK TO w")
-                            db.execute("RELEASE w")
-                            outcomes.append((future, False, exc))
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
+                outcomes = self._commit(batch, isolate=False)
+            except _WriteFailed:
+                outcomes = self._commit(batch, isolate=True)
         except Exception as exc:  # nothing of the batch was committed: every caller gets the error
-            error = exc
-            if isinstance(exc, sqlite3.OperationalError):
-                error = UnavailableError(f"state store {self.path}: {exc}")
-            outcomes = [(future, False, error) for _, future in batch]
+            outcomes = [(future, False, exc) for _, future in batch]
         for future, ok, value in outcomes:
             if future.cancelled():
                 continue
             if ok:
                 future.set_result(value)
+            elif isinstance(value, sqlite3.OperationalError):  # as _transaction raises it
+                future.set_exception(UnavailableError(f"state store {self.path}: {value}"))
             else:
                 future.set_exception(value)
+
+    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+                isolate: bool) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        """One transaction for ``batch``: each write's (future, ok, result or exception). Without
+        ``isolate``, a failing write of several raises _WriteFailed after rolling everything back."""
+        db = self.db
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        self._begin(db)
+        try:
+            for write, future in batch:
+                if isolate:
+                    db.execute("SAVEPOINT w")
+                try:
+                    outcomes.append((future, True, write(db)))
+                except Exception as exc:
+                    if not isolate and len(batch) > 1:
+                        raise _WriteFailed from exc
+                    if isolate:
+                        db.execute("ROLLBACK TO w")
+                    else:  # alone in its transaction: undo it all
+                        _rollback(db)
+                        return [(future, False, exc)]
+                    outcomes.append((future, False, exc))
+                if isolate:
+                    db.execute("RELEASE w")
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return outcomes
 
     def _begin(self, db: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE``, waiting for another process's write transaction in short steps.
