@@ -6,12 +6,22 @@ later issue) runs the same :class:`Worker` loop. No Typer or Rich here: the CLI 
 
 Safety, in layers:
 
-- ``claim_work`` hands an item to one worker at a time, under a lease the worker renews while the
-  run goes on. A worker that dies leaves its item leased: another worker takes it back at once when
-  the dead worker was on this host (its pid is gone), else when the lease lapses.
+- ``claim_work_batch`` hands items to one worker at a time (as many as it has free slots, in one
+  transaction), each under a lease the worker renews while the run goes on. A worker that dies leaves
+  its items leased: another worker takes them back at once when the dead worker was on this host (its
+  pid is gone), else when the lease lapses.
 - The engine's execution lease is the last word: two processes never drive one execution, whatever
   the queue says. A worker that finds the run owned by a live process gives the item back for later.
-- An item is deleted only once its execution has finished, so a run is never dropped half-way.
+- An item is deleted only once its execution has finished: in the very transaction that records the
+  run's final status (``Engine.run(queue_item=)``), so a run is never dropped half-way and a finished
+  run never keeps its item.
+
+Throughput: while it serves, the worker turns on the store's group commit: the runs in flight (up to
+``concurrency``) write their steps and statuses into shared transactions, one per turn of the event
+loop, rather than one commit per write. Each write still returns only once it is committed, so a step's
+result is in the store before the run's next step starts, as with a run of its own. Because a start
+waits for that shared commit, the worker counts the runs it is starting itself against a workflow's
+``concurrency``, not only what the store shows.
 
 Liveness: a worker holds an exclusive ``flock`` on ``worker.lock`` next to the SQLite file for as long
 as it works the queue. A caller that queues a run checks that lock *after* enqueueing and starts a

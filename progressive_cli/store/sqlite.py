@@ -4,6 +4,11 @@ Durability: WAL with ``synchronous=NORMAL`` survives any process crash (SIGKILL 
 ``state.durability: full`` in progressive.yaml adds an fsync per commit for power loss.
 The schema is versioned with ``PRAGMA user_version``; an older file is migrated in place in
 one transaction, a newer or foreign one is refused with a message, never touched.
+
+Writers: every process has one connection. A write transaction that finds another process's in
+progress tries again in short steps (:meth:`SQLiteStore._begin`). A worker turns on group commit
+(:meth:`SQLiteStore.group_commit`): the writes of its concurrent runs made in one turn of the event
+loop share one transaction, each write committed before its call returns.
 """
 
 from __future__ import annotations
