@@ -83,11 +83,10 @@ class Daemon:
         from progressive_cli.worker import RUN
 
         try:
-            execution = await self.engine.start(workflow, inputs, status="queued")
+            execution = await self.engine.start(workflow, inputs, status="queued", queue=RUN)
         except ProgressiveError as exc:  # bad inputs, concurrency limit: logged, the daemon goes on
             self.log(f"trigger {why}: {workflow} not queued: {exc.message}")
             return None
-        await self.store.enqueue(RUN, {"execution": execution.id})
         self.log(f"trigger {why}: queued {workflow} {execution.id[:12]}")
         return str(execution.id)
 

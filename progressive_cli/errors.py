@@ -15,7 +15,7 @@ _CONTROL = {c: chr(c).encode("unicode_escape").decode("ascii") for c in (*range(
 
 def one_line(text: str) -> str:
     """Escape control characters so a message stays on one line of a terminal or log."""
-    return text.translate(_CONTROL)
+    return text if text.isprintable() else text.translate(_CONTROL)  # the test is quick; the translation is not
 
 
 class ExitCode(IntEnum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 
@@ -53,3 +54,34 @@ def log_line(fmt: str, component: str, message: str, *, level: str = "info", **f
         return json.dumps(REDACTOR.redact_data(record), default=str, separators=(",", ":"))
     mark = "" if level == "info" else f"{level.upper()} "
     return one_line(REDACTOR.redact(f"{stamp} {mark}{component}: {message}"))
+
+
+class Periodic:
+    """Await ``tick()`` every ``every`` seconds until :meth:`cancel` or until it returns False, with no task
+    in between: a timer until the first tick is due. A lease keeper whose run ends sooner (most runs)
+    costs one timer instead of a task."""
+
+    def __init__(self, every: float, tick: Callable[[], Awaitable[bool]]) -> None:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        self._every = every
+        self._tick = tick
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(every, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._task = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        if await self._tick() and self._task is not None:
+            self._timer = self._loop.call_later(self._every, self._fire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()

@@ -6,12 +6,22 @@ later issue) runs the same :class:`Worker` loop. No Typer or Rich here: the CLI 
 
 Safety, in layers:
 
-- ``claim_work`` hands an item to one worker at a time, under a lease the worker renews while the
-  run goes on. A worker that dies leaves its item leased: another worker takes it back at once when
-  the dead worker was on this host (its pid is gone), else when the lease lapses.
+- ``claim_work_batch`` hands items to one worker at a time (as many as it has free slots, in one
+  transaction), each under a lease the worker renews while the run goes on. A worker that dies leaves
+  its items leased: another worker takes them back at once when the dead worker was on this host (its
+  pid is gone), else when the lease lapses.
 - The engine's execution lease is the last word: two processes never drive one execution, whatever
   the queue says. A worker that finds the run owned by a live process gives the item back for later.
-- An item is deleted only once its execution has finished, so a run is never dropped half-way.
+- An item is deleted only once its execution has finished: in the very transaction that records the
+  run's final status (``Engine.run(queue_item=)``), so a run is never dropped half-way and a finished
+  run never keeps its item.
+
+Throughput: while it serves, the worker turns on the store's group commit: the runs in flight (up to
+``concurrency``) write their steps and statuses into shared transactions, one per turn of the event
+loop, rather than one commit per write. Each write still returns only once it is committed, so a step's
+result is in the store before the run's next step starts, as with a run of its own. Because a start
+waits for that shared commit, the worker counts the runs it is starting itself against a workflow's
+``concurrency``, not only what the store shows.
 
 Liveness: a worker holds an exclusive ``flock`` on ``worker.lock`` next to the SQLite file for as long
 as it works the queue. A caller that queues a run checks that lock *after* enqueueing and starts a
@@ -39,7 +49,7 @@ from typing import Any
 from progressive_cli.engine.executor import _owner_is_dead
 from progressive_cli.errors import NotFoundError, UnavailableError
 from progressive_cli.store.base import FINISHED, Event, Execution, WorkItem, now
-from progressive_cli.util import LEVELS, log_line
+from progressive_cli.util import LEVELS, Periodic, log_line
 
 RUN = "run"
 """The kind of the queue items this worker runs: ``{"execution": ID}``."""
@@ -187,7 +197,8 @@ class Worker:
     log_level: str = "info"
     counts: dict[str, int] = field(default_factory=dict)
     """Runs this worker ended, by final status."""
-    _active: set[str] = field(default_factory=set)
+    _active: dict[str, str] = field(default_factory=dict)
+    """The executions this worker is handling, with their workflows once known."""
 
     def log(self, message: str, *, level: str = "info", **fields: Any) -> None:
         """One log line (``logging.format`` text or json; below ``logging.level``, nothing)."""
@@ -219,12 +230,16 @@ class Worker:
         stop = stop or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
         running: dict[asyncio.Task[None], WorkItem] = {}
+        # the runs in flight share the store's transactions (one commit per turn of the loop, not per write)
+        group_commit = getattr(self.store, "group_commit", None)
+        grouped = group_commit(True) if group_commit is not None else None
         self.log(f"started (concurrency {self.concurrency}{', draining' if drain else ''}) on {self.store.url}")
         try:
             while not stop.is_set():
                 try:
-                    while len(running) < self.concurrency and (item := await self._claim()) is not None:
-                        running[asyncio.create_task(self._handle(item))] = item
+                    if len(running) < self.concurrency:
+                        for item in await self._claim(self.concurrency - len(running)):
+                            running[asyncio.create_task(self._handle(item))] = item
                     if running:
                         await asyncio.wait([*running, stopping], timeout=self.poll_interval,
                                            return_when=asyncio.FIRST_COMPLETED)
@@ -239,12 +254,13 @@ class Worker:
                     # held it found us alive and started no worker, so it must be seen here.
                     if lock is not None:
                         lock.release()
-                    item = await self._claim()
-                    if item is None:
+                    items = await self._claim(self.concurrency)
+                    if not items:
                         return
                     if lock is not None:
                         lock.acquire()  # best effort: another worker may have it by now, which is harmless
-                    running[asyncio.create_task(self._handle(item))] = item
+                    for item in items:
+                        running[asyncio.create_task(self._handle(item))] = item
                 except UnavailableError as exc:  # the store is busy or gone for a moment: try again
                     self.log(f"store unavailable: {exc}")
                     await asyncio.wait([stopping], timeout=self.poll_interval)
@@ -256,14 +272,18 @@ class Worker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            if group_commit is not None:
+                group_commit(bool(grouped))
             summary = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items())) or "no runs"
             self.log(f"stopped: {summary}")
 
-    async def _claim(self) -> WorkItem | None:
-        item = await self.store.claim_work(self.worker_id, self.lease_seconds)
-        if item is None and await self._release_dead():
-            item = await self.store.claim_work(self.worker_id, self.lease_seconds)
-        return item
+    async def _claim(self, limit: int) -> list[WorkItem]:
+        """Up to ``limit`` items, claimed in one round trip; the items of dead workers are taken back
+        first when nothing else is there."""
+        items: list[WorkItem] = await self.store.claim_work_batch(self.worker_id, self.lease_seconds, limit)
+        if not items and await self._release_dead():
+            items = await self.store.claim_work_batch(self.worker_id, self.lease_seconds, limit)
+        return items
 
     async def _release_dead(self) -> bool:
         """Give back the items of workers on this host that died holding them (without waiting for the lease)."""
@@ -289,13 +309,17 @@ class Worker:
         with contextlib.suppress(UnavailableError):
             await self.store.release_work(item.id, self.worker_id, now() + delay)
 
-    async def _keep_lease(self, item: WorkItem) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+    def _keep_lease(self, item: WorkItem) -> Periodic:
+        """Renew the item's lease every third of it while its run goes on."""
+
+        async def renew() -> bool:
             with contextlib.suppress(UnavailableError):
                 if not await self.store.extend_work(item.id, self.worker_id, self.lease_seconds):
                     self.log(f"lost the lease of item {item.id[:12]}; the run's own lease still guards it")
-                    return
+                    return False
+            return True
+
+        return Periodic(self.lease_seconds / 3, renew)
 
     async def _handle(self, item: WorkItem) -> None:
         execution_id = item.payload.get("execution") if isinstance(item.payload, dict) else None
@@ -306,8 +330,8 @@ class Worker:
         if execution_id in self._active:  # one execution, two items: never drive it twice in this process
             await self._give_back(item)
             return
-        self._active.add(execution_id)
-        keeper = asyncio.create_task(self._keep_lease(item))
+        self._active[execution_id] = ""
+        keeper = self._keep_lease(item)
         try:
             await self._run(item, execution_id)
         except asyncio.CancelledError:
@@ -317,7 +341,7 @@ class Worker:
             await self._errored(item, execution_id, exc)
         finally:
             keeper.cancel()
-            self._active.discard(execution_id)
+            self._active.pop(execution_id, None)
 
     async def _run(self, item: WorkItem, execution_id: str) -> None:
         execution = await self.store.get_execution(execution_id)
@@ -327,19 +351,27 @@ class Worker:
             return
         if execution.status not in FINISHED:
             limit = (execution.definition or {}).get("concurrency")
-            if execution.status == "queued" and limit and await self.engine.in_progress(execution.workflow) >= limit:
+            self._active[execution_id] = execution.workflow
+            # the runs this worker is starting count before their start is committed: their writes wait
+            # for the turn's transaction, so the store alone would not show them yet
+            mine = {i for i, w in self._active.items() if w == execution.workflow and i != execution_id}
+            if execution.status == "queued" and limit and \
+                    await self.engine.in_progress(execution.workflow, also=mine) >= limit:
+                self._active[execution_id] = ""  # not starting after all
                 await self._give_back(item)  # at its workflow's concurrency limit: later
                 return
             self.log(f"{execution_id[:12]} {execution.workflow} ({execution.status}): running it "
                      f"(claim {item.attempts})")
             try:
-                execution = await self.engine.run(execution_id)
+                # a run that finishes here takes its item with it, in the transaction of its final status
+                execution = await self.engine.run(execution_id, queue_item=item.id, execution=execution)
             except UnavailableError as exc:  # another live process drives it; look again later
                 self.log(f"{execution_id[:12]}: {exc}; later")
                 await self._give_back(item)
                 return
             if execution.status in FINISHED:
                 self.counts[execution.status] = self.counts.get(execution.status, 0) + 1
+                return
         if execution.status in FINISHED:
             await self.store.finish_work(item.id)
         else:  # it stopped short (another process took it over): keep the item until the run has finished

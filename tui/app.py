@@ -783,8 +783,7 @@ class Dashboard(App[None]):
         from progressive_cli.worker import RUN
 
         engine = Engine(self.project.workflows, store)
-        execution = await engine.start(workflow, inputs, status="queued")
-        await store.enqueue(RUN, {"execution": execution.id})
+        execution = await engine.start(workflow, inputs, status="queued", queue=RUN)
         daemon = await live_daemon(store)
         if daemon is None:
             self._ensure_worker(store)

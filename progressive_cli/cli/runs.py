@@ -222,8 +222,7 @@ def run_workflow(
                 return await engine.run(execution.id)
             from progressive_cli.worker import RUN, follow
 
-            execution = await engine.start(name, given, timeout=limit, status="queued")
-            await store.enqueue(RUN, {"execution": execution.id})
+            execution = await engine.start(name, given, timeout=limit, status="queued", queue=RUN)  # one commit
             holder.append(execution.id)
             nudge, note = _ensure_worker(ctx, project, store)  # after the enqueue: see progressive_cli/worker.py
             if chosen is RunMode.detach:

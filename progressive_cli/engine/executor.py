@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import random
 import socket
@@ -32,9 +33,9 @@ from progressive_cli.engine.expressions import (
     is_template,
 )
 from progressive_cli.engine.inputs import resolve_inputs
-from progressive_cli.errors import InputError, StepError
+from progressive_cli.errors import InputError, StepError, UnavailableError
 from progressive_cli.store.base import FINISHED, Event, Execution, StateStore, StepRecord, new_id
-from progressive_cli.util import is_iso_time
+from progressive_cli.util import Periodic, is_iso_time
 
 PURE_STEPS = frozenset({"transform"})  # no side effects and no children: no `running` record needed
 LEASE_SECONDS = 60.0
@@ -90,6 +91,8 @@ class _Run:
     scope: _Scope
     events: list[Event] = field(default_factory=list)
     lease_lost: bool = False
+    queue_item: str | None = None
+    """The work-queue item to delete with the final status (see :meth:`Engine.run`)."""
 
 
 class Engine:
@@ -123,20 +126,21 @@ class Engine:
         self.on_event = on_event
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._templates: dict[str, Template] = {}
+        self._definitions: dict[str, tuple[dict[str, Any], WorkflowFile]] = {}
 
     # --- public ------------------------------------------------------------------------------------
     async def start(
         self, name: str, inputs: Mapping[str, Any], *, parent: tuple[str, str] | None = None,
-        timeout: float | None = None, status: str = "running",
+        timeout: float | None = None, status: str = "running", queue: str | None = None,
     ) -> Execution:
-        """Validate inputs and create the execution record (committed before anything runs)."""
+        """Validate inputs and create the execution record (committed before anything runs). ``queue``: the
+        kind of a work-queue item ``{"execution": ID}`` put on the queue with the record, in the same
+        transaction (``run --detach``: a ``queued`` run and the item a worker runs it from)."""
         workflow = self.workflows[name]
         resolved = resolve_inputs(workflow.inputs, inputs, name)
         if workflow.concurrency is not None and status == "running" and parent is None:
             busy = await self.in_progress(name)
             if busy >= workflow.concurrency:
-                from progressive_cli.errors import UnavailableError
-
                 raise UnavailableError(
                     f"workflow '{name}' already has {busy} run(s) in progress (concurrency: {workflow.concurrency}); "
                     "wait, or queue this one with --detach")
@@ -150,32 +154,60 @@ class Engine:
         )
         event = self._event("workflow.started" if status == "running" else "workflow.queued", execution,
                             {"workflow": name, "inputs": resolved})
-        await self.store.create_execution(execution, [event])
+        if queue is None:
+            await self.store.create_execution(execution, [event])
+        else:
+            await self.store.create_execution(execution, [event], work=(queue, {"execution": execution.id}))
         self._emitted([event])
         return execution
 
-    async def in_progress(self, name: str) -> int:
-        """Runs of ``name`` that count against its concurrency: running with a live owner, or waiting."""
+    async def in_progress(self, name: str, *, also: set[str] | frozenset[str] = frozenset()) -> int:
+        """Runs of ``name`` that count against its concurrency: running with a live owner, or waiting;
+        ``also``: ids of runs to count as well (ones the caller is starting), each once."""
         runs = await self.store.list_executions(workflow=name, statuses=["running", "waiting"], limit=10_000)
         now = self.clock()
-        return sum(1 for r in runs if r.status == "waiting" or (
-            r.owner is not None and (r.lease_until or 0) > now and not _owner_is_dead(r.owner)))
+        return len(also | {r.id for r in runs if r.status == "waiting" or (
+            r.owner is not None and (r.lease_until or 0) > now and not _owner_is_dead(r.owner))})
 
-    async def run(self, execution_id: str) -> Execution:
-        """Run (or resume) an execution until it finishes, or until a durable wait it may not sleep through."""
-        execution = await self.store.get_execution(execution_id)
+    async def run(self, execution_id: str, *, queue_item: str | None = None,
+                  execution: Execution | None = None) -> Execution:
+        """Run (or resume) an execution until it finishes, or until a durable wait it may not sleep through.
+
+        ``queue_item``: the work-queue item the run came from (the worker's). When the run finishes here,
+        the item is deleted in the same transaction as the final status; when it is found finished (before,
+        or by the process that took it over), the item is deleted before this returns. Otherwise it is left
+        alone: the caller gives it back. ``execution``: the record as the caller has just read it from the
+        store (it is not read again; the lease decides who runs it, as when it is read here)."""
+        if execution is None or execution.id != execution_id:
+            execution = await self.store.get_execution(execution_id)
         if execution is None:
             raise KeyError(execution_id)
         if execution.status in FINISHED:
+            if queue_item is not None:
+                await self.store.finish_work(queue_item)
             return execution
-        if not await self.store.claim_execution(execution.id, self.owner, LEASE_SECONDS):
+        return await self._run(execution, queue_item)
+
+    async def _run(self, execution: Execution, queue_item: str | None) -> Execution:
+        workflow = self._workflow(execution)
+        # A run that is not `running` starts (again) now, in the transaction that claims it; a queued
+        # one says so, as a run started directly does.
+        start: dict[str, Any] = {}
+        started = None
+        if execution.status != "running":
+            start = {"status": "running", "started_at": execution.started_at or self.clock()}
+            if execution.status == "queued":
+                started = [self._event("workflow.started", execution, {"workflow": execution.workflow,
+                                                                        "inputs": execution.inputs})]
+        if not await self.store.claim_execution(execution.id, self.owner, LEASE_SECONDS, started, **start):
             dead = execution.owner is not None and _owner_is_dead(execution.owner)
             if not (dead and await self.store.take_over_execution(execution.id, execution.owner or "", self.owner,
-                                                                  LEASE_SECONDS)):
-                from progressive_cli.errors import UnavailableError
-
+                                                                  LEASE_SECONDS, started, **start)):
                 raise UnavailableError(f"execution {execution.id[:12]} is being run by {execution.owner}")
-        workflow = WorkflowFile.model_validate(execution.definition)
+        for key, value in start.items():
+            setattr(execution, key, value)
+        if started:
+            self._emitted(started)
         records = await self.store.load_steps(execution.id)
         ctx = {
             "inputs": execution.inputs,
@@ -186,18 +218,12 @@ class Engine:
                 "started_at": _iso(execution.started_at or execution.created_at),
             },
         }
-        run = _Run(execution, workflow, records, _Scope(ctx))
-        if execution.status != "running":
-            # a queued run starts now: say so, as a run started directly does
-            events = [self._event("workflow.started", execution, {"workflow": execution.workflow,
-                                                                  "inputs": execution.inputs})] \
-                if execution.status == "queued" else None
-            await self._update(run, events, status="running", started_at=execution.started_at or self.clock())
+        run = _Run(execution, workflow, records, _Scope(ctx), queue_item=queue_item)
         remaining = (execution.deadline - self.clock()) if execution.deadline else None
         try:
             if remaining is not None and remaining <= 0:
                 raise TimeoutError
-            keeper = asyncio.create_task(self._keep_lease(run, asyncio.current_task()))
+            keeper = self._keep_lease(run, asyncio.current_task())
             try:
                 async with asyncio.timeout(remaining):
                     await self._steps(run, workflow.steps, run.scope)
@@ -208,9 +234,9 @@ class Engine:
         except asyncio.CancelledError:
             if not run.lease_lost:
                 raise
-            return await self._get(execution.id)  # another process owns the run now: leave it to that one
+            return await self._reread(run)  # another process owns the run now: leave it to that one
         except _Stop:
-            return await self._get(execution.id)
+            return await self._reread(run)
         except TimeoutError:
             return await self._finish(run, "timed_out", error={
                 "kind": "TIMEOUT", "message": f"workflow '{workflow.name}' timed out after {workflow.timeout:g}s"})
@@ -225,6 +251,16 @@ class Engine:
         return await self.run(execution.id)
 
     # --- bookkeeping -------------------------------------------------------------------------------
+    def _workflow(self, execution: Execution) -> WorkflowFile:
+        """The run's stored definition, validated; the last one per workflow is kept (models are frozen),
+        so the runs of an unchanged workflow are not validated again and again."""
+        cached = self._definitions.get(execution.workflow)
+        if cached is not None and cached[0] == execution.definition:
+            return cached[1]
+        workflow = WorkflowFile.model_validate(execution.definition)
+        self._definitions[execution.workflow] = (copy.deepcopy(execution.definition), workflow)
+        return workflow
+
     def _event(self, type_: str, execution: Execution, data: dict[str, Any], subject: str | None = None) -> Event:
         return Event(type=type_, data=data, source=f"progressive/workflows/{execution.workflow}",
                      subject=subject or execution.id, execution_id=execution.id, time=self.clock())
@@ -239,8 +275,17 @@ class Engine:
         assert execution is not None
         return execution
 
-    async def _update(self, run: _Run, events: list[Event] | None = None, **changes: Any) -> None:
-        await self.store.update_execution(run.execution.id, events, **changes)
+    async def _reread(self, run: _Run) -> Execution:
+        """The run as the store has it now, when it stopped short here; if it has finished all the same
+        (by the process that took it over), its queue item goes (see :meth:`run`)."""
+        execution = await self._get(run.execution.id)
+        if run.queue_item is not None and execution.status in FINISHED:
+            await self.store.finish_work(run.queue_item)
+        return execution
+
+    async def _update(self, run: _Run, events: list[Event] | None = None, *, finish_work: str | None = None,
+                      **changes: Any) -> None:
+        await self.store.update_execution(run.execution.id, events, finish_work=finish_work, **changes)
         for key, value in changes.items():
             setattr(run.execution, key, value)
         if events:
@@ -255,8 +300,9 @@ class Engine:
             data["error"] = error
         finished = self.clock()
         data["duration_ms"] = round((finished - (run.execution.started_at or finished)) * 1000, 3)
-        await self._update(run, [self._event(kind, run.execution, data)], status=status, outputs=outputs,
-                           error=error, finished_at=finished, owner=None, lease_until=None, wake_at=None)
+        await self._update(run, [self._event(kind, run.execution, data)], finish_work=run.queue_item,
+                           status=status, outputs=outputs, error=error, finished_at=finished, owner=None,
+                           lease_until=None, wake_at=None)
         return run.execution
 
     async def _checkpoint(self, run: _Run) -> None:
@@ -281,16 +327,23 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await close()
 
-    async def _keep_lease(self, run: _Run, main: asyncio.Task[Any] | None) -> None:
-        """Renew the run's lease while it runs, however long one step takes; if another process has
-        taken the run over (our lease had expired), stop this one rather than run it twice."""
-        while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            if not await self.store.claim_execution(run.execution.id, self.owner, LEASE_SECONDS):
-                run.lease_lost = True
-                if main is not None:
-                    main.cancel()
-                return
+    def _keep_lease(self, run: _Run, main: asyncio.Task[Any] | None) -> Periodic:
+        """Renew the run's lease every third of it while it runs, however long one step takes; if another
+        process has taken the run over (our lease had expired), stop this one rather than run it twice.
+        A renewal the store refuses for a moment (busy) is tried again at the next one."""
+
+        async def renew() -> bool:
+            try:
+                if await self.store.claim_execution(run.execution.id, self.owner, LEASE_SECONDS):
+                    return True
+            except UnavailableError:
+                return True
+            run.lease_lost = True
+            if main is not None:
+                main.cancel()
+            return False
+
+        return Periodic(LEASE_SECONDS / 3, renew)
 
     # --- expressions -------------------------------------------------------------------------------
     def _template(self, source: str) -> Template:

@@ -149,26 +149,41 @@ class StateStore(Protocol):
     async def close(self) -> None: ...
 
     # executions
-    async def create_execution(self, execution: Execution, events: list[Event] | None = None) -> None: ...
+    async def create_execution(self, execution: Execution, events: list[Event] | None = None, *,
+                               work: tuple[str, dict[str, Any]] | None = None) -> str | None:
+        """Record a new run, with its events; ``work`` (kind, payload): also put an item on the work queue,
+        available now, in the same transaction (a queued run is never seen without its item), and return
+        the item's id (None without ``work``)."""
+        ...
+
     async def get_execution(self, execution_id: str) -> Execution | None: ...
     async def find_execution(self, prefix: str) -> list[Execution]: ...
     async def list_executions(
         self, *, workflow: str | None = None, statuses: list[str] | None = None, limit: int = 50
     ) -> list[Execution]: ...
     async def update_execution(
-        self, execution_id: str, events: list[Event] | None = None, **fields: Any
-    ) -> None: ...
+        self, execution_id: str, events: list[Event] | None = None, *, finish_work: str | None = None,
+        **fields: Any
+    ) -> None:
+        """Change fields of a run, with its events; ``finish_work``: delete that work-queue item in the same
+        transaction (a run's item, with the run's final status: the item goes exactly when the run ends)."""
+        ...
+
     async def cancel_requested(self, execution_id: str) -> bool:
         """Cheap check between steps: has someone asked this run to stop?"""
         ...
 
-    async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float) -> bool:
-        """Take the run's lease if it is free or expired; False if another live process holds it."""
+    async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float,
+                              events: list[Event] | None = None, **fields: Any) -> bool:
+        """Take the run's lease if it is free or expired; False if another live process holds it. When it
+        is taken, and only then, ``fields`` (not the lease's own: owner, lease_until, updated_at) are set
+        and ``events`` written in the same transaction (a queued run starts as it is claimed)."""
         ...
 
     async def take_over_execution(self, execution_id: str, dead_owner: str, owner: str,
-                                  lease_seconds: float) -> bool:
-        """Take the lease from an owner known to be dead (its process is gone); False if it changed hands."""
+                                  lease_seconds: float, events: list[Event] | None = None, **fields: Any) -> bool:
+        """Take the lease from an owner known to be dead (its process is gone); False if it changed hands.
+        ``fields`` and ``events`` as for :meth:`claim_execution`."""
         ...
 
     # steps
@@ -186,6 +201,11 @@ class StateStore(Protocol):
     # work queue
     async def enqueue(self, kind: str, payload: dict[str, Any], available_at: float | None = None) -> str: ...
     async def claim_work(self, worker: str, lease_seconds: float) -> WorkItem | None: ...
+    async def claim_work_batch(self, worker: str, lease_seconds: float, limit: int) -> list[WorkItem]:
+        """Up to ``limit`` items claimed at once, in one transaction, oldest available first, each as
+        :meth:`claim_work` would claim it (leased to ``worker``, one more attempt)."""
+        ...
+
     async def finish_work(self, item_id: str) -> None: ...
     async def queue_depth(self) -> int: ...
     async def list_work(self, *, limit: int = 1000) -> list[WorkItem]:

@@ -4,10 +4,16 @@ Durability: WAL with ``synchronous=NORMAL`` survives any process crash (SIGKILL 
 ``state.durability: full`` in progressive.yaml adds an fsync per commit for power loss.
 The schema is versioned with ``PRAGMA user_version``; an older file is migrated in place in
 one transaction, a newer or foreign one is refused with a message, never touched.
+
+Writers: every process has one connection. A write transaction that finds another process's in
+progress tries again in short steps (:meth:`SQLiteStore._begin`). A worker turns on group commit
+(:meth:`SQLiteStore.group_commit`): the writes of its concurrent runs made in one turn of the event
+loop share one transaction, each write committed before its call returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -15,11 +21,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from progressive_cli.errors import UnavailableError
 from progressive_cli.store.base import Event, Execution, Message, StepRecord, WorkItem, new_id, now
 
+_T = TypeVar("_T")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x50524F47  # "PROG": tells our files from other SQLite databases
 SCHEMA_VERSION = 6
@@ -211,12 +218,24 @@ _JSON_EXECUTION = {"inputs", "definition", "outputs", "error"}
 _JSON_STEP = {"input", "output", "error"}
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # json.dumps would build one per call
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def _column(name: str, value: Any, json_fields: set[str]) -> Any:
     return _dumps(value) if name in json_fields and value is not None else value
+
+
+def _execution_sets(changes: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """``field = ?, ...`` and its parameters for an UPDATE of ``executions`` (JSON fields encoded)."""
+    unknown = set(changes) - set(_EXECUTION_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown execution fields: {sorted(unknown)}")
+    sets = ", ".join(f"{k} = ?" for k in changes)
+    return sets, tuple(_dumps(v) if k in _JSON_EXECUTION and v is not None else v for k, v in changes.items())
 
 
 def _loads(text: str | None) -> Any:
@@ -236,6 +255,10 @@ def _statements(script: str) -> list[str]:
     if pending.strip():
         out.append(pending)
     return out
+
+
+class _WriteFailed(Exception):
+    """A write of a group commit failed: the batch is done again, each write in a savepoint."""
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -292,6 +315,11 @@ class SQLiteStore:
     def __init__(self, path: Path, *, durability: str = "normal", busy_timeout: float = 10.0) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
+        self.busy_timeout = busy_timeout
+        self._grouping = False
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._pending_loop: asyncio.AbstractEventLoop | None = None
+        self._busy_ms = f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_file():
@@ -384,14 +412,126 @@ class SQLiteStore:
             raise
 
     async def close(self) -> None:
+        self._flush()  # writes still waiting for their transaction (none once their callers have returned)
         self.db.close()
+
+    # --- group commit ----------------------------------------------------------------------------------
+    def group_commit(self, on: bool = True) -> bool:
+        """Let the writes of concurrent tasks share transactions (a worker running many runs at once);
+        returns the previous setting.
+
+        While on, a write waits for the end of the current turn of the event loop, and every write
+        submitted by then goes into one transaction, each in a savepoint of its own: each call still
+        returns only once its change is committed, a call that fails is rolled back alone and raises,
+        and a call cancelled before the transaction began is not written at all. What changes is only
+        the number of commits (and of WAL pages, and of checkpoints): one per turn, not one per write."""
+        previous, self._grouping = self._grouping, on
+        if not on:
+            self._flush()
+        return previous
+
+    async def _submit(self, write: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``write(db)`` in a write transaction, alone or with the other writes of this turn."""
+        if not self._grouping:
+            with self._transaction() as db:
+                return write(db)
+        loop = asyncio.get_running_loop()
+        if self._pending and self._pending_loop is not loop:
+            self._flush()  # left over from a loop that has ended: its callers are gone
+        future: asyncio.Future[_T] = loop.create_future()
+        self._pending.append((write, future))
+        if len(self._pending) == 1:
+            self._pending_loop = loop
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch = [(write, future) for write, future in self._pending if not future.cancelled()]
+        self._pending = []
+        if not batch:
+            return
+        try:
+            # Writes rarely fail: first all of them in one go; if one does, the whole transaction is undone
+            # and the batch is done again with a savepoint around each, so only that one fails.
+            try:
+                outcomes = self._commit(batch, isolate=False)
+            except _WriteFailed:
+                outcomes = self._commit(batch, isolate=True)
+        except Exception as exc:  # nothing of the batch was committed: every caller gets the error
+            outcomes = [(future, False, exc) for _, future in batch]
+        for future, ok, value in outcomes:
+            if future.cancelled():
+                continue
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, sqlite3.OperationalError):  # as _transaction raises it
+                future.set_exception(UnavailableError(f"state store {self.path}: {value}"))
+            else:
+                future.set_exception(value)
+
+    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+                isolate: bool) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        """One transaction for ``batch``: each write's (future, ok, result or exception). Without
+        ``isolate``, a failing write of several raises _WriteFailed after rolling everything back."""
+        db = self.db
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        self._begin(db)
+        try:
+            for write, future in batch:
+                if isolate:
+                    db.execute("SAVEPOINT w")
+                try:
+                    outcomes.append((future, True, write(db)))
+                except Exception as exc:
+                    if not isolate and len(batch) > 1:
+                        raise _WriteFailed from exc
+                    if isolate:
+                        db.execute("ROLLBACK TO w")
+                    else:  # alone in its transaction: undo it all
+                        _rollback(db)
+                        return [(future, False, exc)]
+                    outcomes.append((future, False, exc))
+                if isolate:
+                    db.execute("RELEASE w")
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return outcomes
+
+    def _begin(self, db: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another process's write transaction in short steps.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ms... between tries, so a process that
+        finds the lock taken a few times in a row by a busy neighbour (``run --detach`` queueing while the
+        daemon works, each holding it for a fraction of a millisecond) sleeps far longer than the lock is
+        held. Here the handler is off while we try, and we try again after 0.1 ms, doubling up to 2 ms,
+        for up to ``busy_timeout`` seconds; reads keep SQLite's handler."""
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            delay, deadline = 0.0001, 0.0
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise
+                    t = time.monotonic()
+                    deadline = deadline or t + self.busy_timeout
+                    if t >= deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.002)
+        finally:
+            db.execute(self._busy_ms)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed whole or rolled back; lock errors become UnavailableError."""
         db = self.db
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._begin(db)
             try:
                 yield db
                 db.execute("COMMIT")
@@ -401,11 +541,15 @@ class SQLiteStore:
         except sqlite3.OperationalError as exc:
             raise UnavailableError(f"state store {self.path}: {exc}") from None
 
-    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], events: list[Event] | None) -> None:
-        with self._transaction() as db:
+    async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], events: list[Event] | None) -> None:
+        statements = list(statements)
+
+        def write(db: sqlite3.Connection) -> None:
             for sql, params in statements:
                 db.execute(sql, params)
             _insert_events(db, events)
+
+        await self._submit(write)
 
     # --- executions ----------------------------------------------------------------------------------
     def _row_to_execution(self, row: sqlite3.Row | tuple[Any, ...]) -> Execution:
@@ -415,11 +559,18 @@ class SQLiteStore:
         values["cancel_requested"] = bool(values["cancel_requested"])
         return Execution(**values)
 
-    async def create_execution(self, execution: Execution, events: list[Event] | None = None) -> None:
+    async def create_execution(self, execution: Execution, events: list[Event] | None = None, *,
+                               work: tuple[str, dict[str, Any]] | None = None) -> str | None:
         params = tuple(_column(f, getattr(execution, f), _JSON_EXECUTION) for f in _EXECUTION_FIELDS)
         placeholders = ", ".join("?" * len(_EXECUTION_FIELDS))
-        self._write([(f"INSERT INTO executions ({', '.join(_EXECUTION_FIELDS)}) VALUES ({placeholders})",
-                      params)], events)
+        statements = [(f"INSERT INTO executions ({', '.join(_EXECUTION_FIELDS)}) VALUES ({placeholders})", params)]
+        item_id = None
+        if work is not None:
+            item_id, t = new_id(), now()
+            statements.append(("INSERT INTO queue (id, kind, payload, available_at, created_at) VALUES (?, ?, ?, ?, ?)",
+                               (item_id, work[0], _dumps(work[1]), t, t)))
+        await self._write(statements, events)
+        return item_id
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         row = self.db.execute(
@@ -453,38 +604,50 @@ class SQLiteStore:
         ).fetchall()
         return [self._row_to_execution(r) for r in rows]
 
-    async def update_execution(self, execution_id: str, events: list[Event] | None = None, **changes: Any) -> None:
-        unknown = set(changes) - set(_EXECUTION_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown execution fields: {sorted(unknown)}")
+    async def update_execution(self, execution_id: str, events: list[Event] | None = None, *,
+                               finish_work: str | None = None, **changes: Any) -> None:
         changes.setdefault("updated_at", now())
-        sets = ", ".join(f"{k} = ?" for k in changes)
-        params = tuple(_dumps(v) if k in _JSON_EXECUTION and v is not None else v for k, v in changes.items())
-        self._write([(f"UPDATE executions SET {sets} WHERE id = ?", (*params, execution_id))], events)
+        sets, params = _execution_sets(changes)
+        statements = [(f"UPDATE executions SET {sets} WHERE id = ?", (*params, execution_id))]
+        if finish_work is not None:
+            statements.append(("DELETE FROM queue WHERE id = ?", (finish_work,)))
+        await self._write(statements, events)
 
     async def cancel_requested(self, execution_id: str) -> bool:
         row = self.db.execute("SELECT cancel_requested FROM executions WHERE id = ?", (execution_id,)).fetchone()
         return bool(row and row[0])
 
-    async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float) -> bool:
-        return self._lease(execution_id, owner, lease_seconds,
-                           "owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?", (owner, now()))
+    async def claim_execution(self, execution_id: str, owner: str, lease_seconds: float,
+                              events: list[Event] | None = None, **changes: Any) -> bool:
+        return await self._lease(execution_id, owner, lease_seconds,
+                                 "owner IS NULL OR owner = ? OR lease_until IS NULL OR lease_until < ?", (owner,),
+                                 events, changes)
 
     async def take_over_execution(self, execution_id: str, dead_owner: str, owner: str,
-                                  lease_seconds: float) -> bool:
-        return self._lease(execution_id, owner, lease_seconds, "owner = ?", (dead_owner,))
+                                  lease_seconds: float, events: list[Event] | None = None, **changes: Any) -> bool:
+        return await self._lease(execution_id, owner, lease_seconds, "owner = ?", (dead_owner,), events, changes)
 
-    def _lease(self, execution_id: str, owner: str, lease_seconds: float, condition: str,
-               params: tuple[Any, ...]) -> bool:
-        t = now()
-        try:
-            cursor = self.db.execute(
-                f"UPDATE executions SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND ({condition})",
-                (owner, t + lease_seconds, t, execution_id, *params),
-            )
-        except sqlite3.OperationalError as exc:
-            raise UnavailableError(f"state store {self.path}: {exc}") from None
-        return cursor.rowcount == 1
+    async def _lease(self, execution_id: str, owner: str, lease_seconds: float, condition: str,
+                     params: tuple[Any, ...], events: list[Event] | None, changes: dict[str, Any]) -> bool:
+        """Take the lease when ``condition`` holds and, only then, apply ``changes`` and write ``events``
+        in the same transaction. The clock is read in the transaction (``now`` goes last in the
+        condition's parameters when it names ``lease_until < ?``)."""
+        if {"owner", "lease_until", "updated_at"} & set(changes):
+            raise ValueError("the lease sets owner, lease_until and updated_at itself")
+        extra, extra_params = _execution_sets(changes) if changes else ("", ())
+        sql = (f"UPDATE executions SET owner = ?, lease_until = ?, updated_at = ?{', ' if extra else ''}{extra} "
+               f"WHERE id = ? AND ({condition})")
+        timed = "lease_until < ?" in condition
+
+        def write(db: sqlite3.Connection) -> bool:
+            t = now()
+            values = (owner, t + lease_seconds, t, *extra_params, execution_id, *params, *((t,) if timed else ()))
+            taken = db.execute(sql, values).rowcount == 1
+            if taken:
+                _insert_events(db, events)
+            return taken
+
+        return await self._submit(write)
 
     # --- steps ---------------------------------------------------------------------------------------
     async def load_steps(self, execution_id: str) -> dict[str, StepRecord]:
@@ -505,16 +668,16 @@ class SQLiteStore:
                   None if r.input is None else _dumps(r.input), None if r.output is None else _dumps(r.output),
                   None if r.error is None else _dumps(r.error), r.started_at, r.finished_at, r.wake_at)
         placeholders = ", ".join("?" * len(_STEP_FIELDS))
-        self._write([(f"INSERT OR REPLACE INTO steps ({', '.join(_STEP_FIELDS)}) VALUES ({placeholders})",
+        await self._write([(f"INSERT OR REPLACE INTO steps ({', '.join(_STEP_FIELDS)}) VALUES ({placeholders})",
                       params)], events)
 
     async def delete_steps(self, execution_id: str, keys: list[str]) -> None:
-        self._write([("DELETE FROM steps WHERE execution_id = ? AND key = ?", (execution_id, k)) for k in keys],
+        await self._write([("DELETE FROM steps WHERE execution_id = ? AND key = ?", (execution_id, k)) for k in keys],
                     None)
 
     # --- events --------------------------------------------------------------------------------------
     async def append_events(self, events: list[Event]) -> None:
-        self._write([], events)
+        await self._write([], events)
 
     async def list_events(
         self, *, after_seq: int = 0, execution_id: str | None = None, type_prefix: str | None = None,
@@ -628,7 +791,7 @@ class SQLiteStore:
     async def add_control(self, kind: str, target: str, payload: dict[str, Any], requested_by: str,
                           events: list[Event] | None = None) -> str:
         control_id = new_id()
-        self._write([("INSERT INTO controls (id, kind, target, payload, requested_by, created_at) "
+        await self._write([("INSERT INTO controls (id, kind, target, payload, requested_by, created_at) "
                       "VALUES (?, ?, ?, ?, ?, ?)", (control_id, kind, target, _dumps(payload), requested_by, now()))],
                     events)
         return control_id
@@ -682,7 +845,7 @@ class SQLiteStore:
     async def save_daemon(self, daemon_id: str, host: str, pid: int, started_at: float, info: dict[str, Any], *,
                           stopped: bool = False) -> None:
         t = now()
-        self._write([("INSERT OR REPLACE INTO daemons VALUES (?, ?, ?, ?, ?, ?, ?)",
+        await self._write([("INSERT OR REPLACE INTO daemons VALUES (?, ?, ?, ?, ?, ?, ?)",
                       (daemon_id, host, pid, started_at, t, t if stopped else None, _dumps(info)))], None)
 
     async def daemons(self) -> list[dict[str, Any]]:
@@ -812,29 +975,37 @@ class SQLiteStore:
     async def enqueue(self, kind: str, payload: dict[str, Any], available_at: float | None = None) -> str:
         item_id = new_id()
         t = now()
-        self._write([("INSERT INTO queue (id, kind, payload, available_at, created_at) VALUES (?, ?, ?, ?, ?)",
+        await self._write([("INSERT INTO queue (id, kind, payload, available_at, created_at) VALUES (?, ?, ?, ?, ?)",
                       (item_id, kind, _dumps(payload), t if available_at is None else available_at, t))], None)
         return item_id
 
     async def claim_work(self, worker: str, lease_seconds: float) -> WorkItem | None:
-        t = now()
-        with self._transaction() as db:
-            row = db.execute(
+        items = await self.claim_work_batch(worker, lease_seconds, 1)
+        return items[0] if items else None
+
+    async def claim_work_batch(self, worker: str, lease_seconds: float, limit: int) -> list[WorkItem]:
+        if limit < 1:
+            return []
+
+        def claim(db: sqlite3.Connection) -> list[WorkItem]:
+            t = now()
+            until = t + lease_seconds
+            rows = db.execute(
                 "SELECT id, kind, payload, available_at, attempts FROM queue "
                 "WHERE available_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                "ORDER BY available_at LIMIT 1",
-                (t, t),
-            ).fetchone()
-            if row is not None:
-                db.execute("UPDATE queue SET leased_by = ?, lease_until = ?, attempts = attempts + 1 "
-                           "WHERE id = ?", (worker, t + lease_seconds, row[0]))
-        if row is None:
-            return None
-        return WorkItem(id=row[0], kind=row[1], payload=json.loads(row[2]), available_at=row[3],
-                        attempts=row[4] + 1, leased_by=worker, lease_until=t + lease_seconds)
+                "ORDER BY available_at LIMIT ?",
+                (t, t, limit),
+            ).fetchall()
+            if rows:
+                db.executemany("UPDATE queue SET leased_by = ?, lease_until = ?, attempts = attempts + 1 "
+                               "WHERE id = ?", [(worker, until, row[0]) for row in rows])
+            return [WorkItem(id=row[0], kind=row[1], payload=json.loads(row[2]), available_at=row[3],
+                             attempts=row[4] + 1, leased_by=worker, lease_until=until) for row in rows]
+
+        return await self._submit(claim)
 
     async def finish_work(self, item_id: str) -> None:
-        self._write([("DELETE FROM queue WHERE id = ?", (item_id,))], None)
+        await self._write([("DELETE FROM queue WHERE id = ?", (item_id,))], None)
 
     async def queue_depth(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0])
@@ -846,17 +1017,17 @@ class SQLiteStore:
                          leased_by=r[5], lease_until=r[6]) for r in rows]
 
     async def extend_work(self, item_id: str, worker: str, lease_seconds: float) -> bool:
-        return self._update_work("lease_until = ?", (now() + lease_seconds,), item_id, worker)
+        return await self._update_work("lease_until = ?", (now() + lease_seconds,), item_id, worker)
 
     async def release_work(self, item_id: str, worker: str, available_at: float | None = None) -> bool:
-        return self._update_work("leased_by = NULL, lease_until = NULL, available_at = coalesce(?, available_at)",
-                                 (available_at,), item_id, worker)
+        return await self._update_work(
+            "leased_by = NULL, lease_until = NULL, available_at = coalesce(?, available_at)",
+            (available_at,), item_id, worker)
 
-    def _update_work(self, sets: str, params: tuple[Any, ...], item_id: str, worker: str) -> bool:
+    async def _update_work(self, sets: str, params: tuple[Any, ...], item_id: str, worker: str) -> bool:
         """Change an item only while ``worker`` holds its lease."""
-        with self._transaction() as db:
-            cursor = db.execute(f"UPDATE queue SET {sets} WHERE id = ? AND leased_by = ?", (*params, item_id, worker))
-        return cursor.rowcount == 1
+        sql = f"UPDATE queue SET {sets} WHERE id = ? AND leased_by = ?"
+        return await self._submit(lambda db: db.execute(sql, (*params, item_id, worker)).rowcount == 1)
 
     # --- agents: metrics, calls in flight, heartbeats, instance breakers -----------------------------------
     async def merge_agent_metrics(self, deltas: list[dict[str, Any]],
@@ -896,12 +1067,12 @@ class SQLiteStore:
         counts consecutive failures."""
         t = now()
         if ok:
-            self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
+            await self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
                           "VALUES (?, ?, ?, 'ok', ?, ?, 0) ON CONFLICT (agent, instance) DO UPDATE SET "
                           "at = excluded.at, status = 'ok', detail = excluded.detail, checked_at = excluded.at, "
                           "failures = 0", (agent, instance, t, detail, t))], None)
         else:
-            self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
+            await self._write([("INSERT INTO heartbeats (agent, instance, at, status, detail, checked_at, failures) "
                           "VALUES (?, ?, 0, 'failed', ?, ?, 1) ON CONFLICT (agent, instance) DO UPDATE SET "
                           "status = 'failed', detail = excluded.detail, checked_at = excluded.checked_at, "
                           "failures = failures + 1", (agent, instance, detail, t))], None)
@@ -961,7 +1132,7 @@ class SQLiteStore:
 
     async def save_incidents(self, records: list[dict[str, Any]], events: list[Event] | None = None) -> None:
         t = now()
-        self._write([("INSERT OR REPLACE INTO incidents (id, status, record, updated_at) VALUES (?, ?, ?, ?)",
+        await self._write([("INSERT OR REPLACE INTO incidents (id, status, record, updated_at) VALUES (?, ?, ?, ?)",
                       (r["id"], r.get("status", "open"), _dumps(r), t)) for r in records], events)
 
     # --- messages (agent messaging, progressive_cli/mca/messaging.py) ----------------------------------------
@@ -983,7 +1154,7 @@ class SQLiteStore:
         return [self._row_to_message(r) for r in rows]
 
     async def insert_messages(self, messages: list[Message], events: list[Event] | None = None) -> None:
-        self._write([(f"INSERT INTO messages ({self._MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        await self._write([(f"INSERT INTO messages ({self._MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (m.id, m.sender, m.recipient, m.channel, _dumps(m.body), m.status, m.attempts, m.created_at,
                        m.delivered_at, m.error, None if m.reply is None else _dumps(m.reply)))
                      for m in messages], events)
@@ -1028,18 +1199,18 @@ class SQLiteStore:
         return self._row_to_message(row)
 
     async def mark_message_delivered(self, message_id: str, reply: Any, events: list[Event] | None = None) -> None:
-        self._write([("UPDATE messages SET status = 'delivered', delivered_at = ?, attempts = attempts + 1, "
+        await self._write([("UPDATE messages SET status = 'delivered', delivered_at = ?, attempts = attempts + 1, "
                       "error = NULL, reply = ? WHERE id = ? AND status = 'delivering'",
                       (now(), None if reply is None else _dumps(reply), message_id))], events)
 
     async def mark_message_failed(self, message_id: str, error: str, *, requeue: bool,
                                   events: list[Event] | None = None) -> None:
-        self._write([("UPDATE messages SET status = ?, delivered_at = NULL, attempts = attempts + 1, error = ? "
+        await self._write([("UPDATE messages SET status = ?, delivered_at = NULL, attempts = attempts + 1, error = ? "
                       "WHERE id = ? AND status = 'delivering'",
                       ("queued" if requeue else "failed", error, message_id))], events)
 
     async def release_message(self, message_id: str) -> None:
-        self._write([("UPDATE messages SET status = 'queued', delivered_at = NULL "
+        await self._write([("UPDATE messages SET status = 'queued', delivered_at = NULL "
                       "WHERE id = ? AND status = 'delivering'", (message_id,))], None)
 
     async def prune_messages(self, before: float,

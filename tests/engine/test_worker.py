@@ -160,6 +160,23 @@ def test_a_queued_run_waits_for_its_workflows_concurrency(hw: Any) -> None:
     assert hw.get(queued).status == "completed" and time.monotonic() - started >= 0.5
 
 
+def test_queued_runs_claimed_together_keep_their_workflows_concurrency(hw: Any) -> None:
+    """Runs claimed in one batch start together, and their starts wait for a shared transaction, so the
+    store alone does not show the others yet: the worker counts the runs it is starting itself."""
+    hw.add({**OK, "name": "two", "concurrency": 2})
+
+    async def slow(_request: Any) -> Any:
+        await asyncio.sleep(0.05)
+        return {"x": 1}
+
+    hw.agents.on("echo", slow)
+    ids = [_queue(hw, "two") for _ in range(6)]
+    worker, _ = _worker(hw, concurrency=8, retry_delay=0.02)
+    _serve(worker, drain=True)
+    assert [hw.get(i).status for i in ids] == ["completed"] * 6
+    assert hw.agents.max_active == 2
+
+
 def test_a_run_that_makes_the_worker_raise_is_failed_after_three_claims(hw: Any) -> None:
     execution_id = _seed(hw, "ok", "queued", None)
     asyncio.run(hw.store.update_execution(execution_id, definition={"name": "broken"}))  # fails validation

@@ -520,6 +520,66 @@ def test_claim_missing_execution(store, clock):
     assert run(store.claim_execution("nope", "A", 10)) is False
 
 
+def test_claim_execution_with_fields_and_events(store, clock):
+    """A queued run starts as it is claimed: fields and events only when the lease is taken."""
+    run(store.create_execution(make_execution()))
+    started = Event("workflow.started", {"workflow": "wf"}, subject="e1", execution_id="e1")
+    assert run(store.claim_execution("e1", "A", 10, [started], status="running", started_at=clock.t)) is True
+    got = run(store.get_execution("e1"))
+    assert (got.status, got.started_at, got.owner) == ("running", clock.t, "A")
+    assert [e.id for e in all_events(store)] == [started.id]
+    other = Event("workflow.started", {"workflow": "wf"}, subject="e1", execution_id="e1")
+    assert run(store.claim_execution("e1", "B", 10, [other], status="waiting")) is False  # A holds it
+    assert run(store.get_execution("e1")).status == "running"
+    assert [e.id for e in all_events(store)] == [started.id]
+    assert run(store.claim_execution("e1", "A", 10, None, wake_at=5.0)) is True  # fields without events
+    assert run(store.get_execution("e1")).wake_at == 5.0
+    assert run(store.take_over_execution("e1", "A", "C", 10, [other], status="waiting")) is True
+    got = run(store.get_execution("e1"))
+    assert (got.status, got.owner) == ("waiting", "C")
+    assert [e.id for e in all_events(store)] == [started.id, other.id]
+    assert run(store.take_over_execution("e1", "A", "D", 10, [started], status="queued")) is False
+    assert run(store.get_execution("e1")).status == "waiting"
+    with pytest.raises(ValueError):
+        run(store.claim_execution("e1", "C", 10, None, lease_until=1.0))  # the lease sets its own fields
+    with pytest.raises(ValueError):
+        run(store.claim_execution("e1", "C", 10, None, nonsense=1))
+
+
+def test_create_execution_with_its_work_item(store, clock):
+    """A queued run and its queue item are written in one transaction."""
+    queued = Event("workflow.queued", {"workflow": "wf"}, subject="e1", execution_id="e1")
+    item_id = run(store.create_execution(make_execution(), [queued], work=("run", {"execution": "e1"})))
+    assert isinstance(item_id, str) and item_id
+    (item,) = run(store.list_work())
+    assert (item.id, item.kind, item.payload, item.leased_by) == (item_id, "run", {"execution": "e1"}, None)
+    assert item.available_at == pytest.approx(clock.t)
+    assert run(store.get_execution("e1")).status == "queued"
+    assert [e.id for e in all_events(store)] == [queued.id]
+    assert run(store.create_execution(make_execution("e2"))) is None  # no item without `work`
+    with pytest.raises(Exception):  # noqa: B017 - the backend's own integrity error
+        run(store.create_execution(make_execution(), work=("run", {"execution": "e1"})))  # e1 exists
+    assert run(store.queue_depth()) == 1  # the failed call left no item behind
+
+
+def test_update_execution_finishing_its_work_item(store, clock):
+    """The run's final status and the deletion of its queue item go in one transaction."""
+    run(store.create_execution(make_execution(status="running")))
+    item_id = run(store.enqueue("run", {"execution": "e1"}))
+    other = run(store.enqueue("run", {"execution": "e2"}))
+    done = Event("workflow.completed", {"workflow": "wf"}, subject="e1", execution_id="e1")
+    run(store.update_execution("e1", [done], finish_work=item_id, status="completed", outputs={"x": 1}))
+    got = run(store.get_execution("e1"))
+    assert (got.status, got.outputs) == ("completed", {"x": 1})
+    assert [i.id for i in run(store.list_work())] == [other]
+    assert [e.id for e in all_events(store)] == [done.id]
+    run(store.update_execution("e1", finish_work=item_id, status="completed"))  # the item is gone: harmless
+    assert run(store.queue_depth()) == 1
+    with pytest.raises(ValueError):
+        run(store.update_execution("e1", finish_work=other, nonsense=1))
+    assert run(store.queue_depth()) == 1  # nothing written
+
+
 # --- work queue --------------------------------------------------------------------------------------
 def test_queue_claim_and_finish(store, clock):
     assert run(store.queue_depth()) == 0
@@ -650,3 +710,23 @@ def test_daemons_heartbeat_rows(store, clock):
     assert rows[1] == {"id": "d1", "host": "host", "pid": 42, "started_at": clock.t - 10, "seen_at": clock.t,
                        "stopped_at": clock.t, "info": {"jobs": {}}}
     assert rows[0]["stopped_at"] is None and rows[0]["info"] == {}
+
+
+def test_queue_claim_a_batch(store, clock):
+    ids = [run(store.enqueue("run", {"i": i}, available_at=clock.t - 10 + i)) for i in range(5)]
+    later = run(store.enqueue("run", {"i": 9}, available_at=clock.t + 5))
+    assert run(store.claim_work_batch("w1", 30, 0)) == []
+    first = run(store.claim_work_batch("w1", 30, 3))
+    assert [i.id for i in first] == ids[:3]  # oldest available first
+    assert all((i.leased_by, i.attempts, i.kind) == ("w1", 1, "run") for i in first)
+    assert [i.payload for i in first] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert all(i.lease_until == pytest.approx(clock.t + 30) for i in first)
+    second = run(store.claim_work_batch("w2", 30, 10))
+    assert [i.id for i in second] == ids[3:]  # what is left and available: not the leased, not the later one
+    assert run(store.claim_work_batch("w3", 30, 10)) == []
+    leases = {i.id: i.leased_by for i in run(store.list_work())}
+    assert leases == {**{i: "w1" for i in ids[:3]}, **{i: "w2" for i in ids[3:]}, later: None}
+    clock.advance(31)  # every lease lapsed, the later item is due
+    again = run(store.claim_work_batch("w3", 30, 10))
+    assert [i.id for i in again] == [*ids, later]
+    assert [i.attempts for i in again] == [2, 2, 2, 2, 2, 1]

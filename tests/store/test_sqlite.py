@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -515,3 +516,90 @@ def test_opening_retries_a_locked_file_and_nothing_else(tmp_path, monkeypatch):
         sqlite3.OperationalError("database is locked")))
     with pytest.raises(UnavailableError, match="locked"):
         SQLiteStore(tmp_path / "c.db", busy_timeout=0.2)  # gives up once the busy timeout is spent
+
+
+def test_a_writer_waits_for_another_writer_in_short_steps(tmp_path):
+    """A write transaction that finds the lock taken tries again every fraction of a millisecond (not
+    SQLite's 1, 2, 5, 10... ms), gets it soon after it is let go, gives up as UnavailableError once the
+    busy timeout is spent, and leaves the busy timeout of reads as it was."""
+    import threading
+
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path, busy_timeout=5.0)
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released = []
+
+    def release() -> None:
+        time.sleep(0.35)  # SQLite's handler would try at 0.328 s, then at 0.428 s
+        released.append(time.monotonic())
+        other.execute("COMMIT")
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    run(store.enqueue("run", {}))  # waits for the other writer
+    waited = time.monotonic() - released[0]
+    thread.join()
+    assert run(store.queue_depth()) == 1
+    assert waited < 0.04, waited
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+
+    store.busy_timeout = 0.1
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match="locked"):
+        run(store.enqueue("run", {}))
+    assert 0.1 <= time.monotonic() - started < 1.0
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    other.execute("COMMIT")
+    other.close()
+    assert run(store.queue_depth()) == 1
+    run(store.close())
+
+
+def test_group_commit_shares_transactions_and_keeps_each_write_whole(tmp_path):
+    """With group commit on (a worker running runs at once), the writes of one turn of the loop share a
+    transaction; each call returns once its change is committed; a failing write is undone alone; a
+    write cancelled before the transaction is not made."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    commits: list[str] = []
+    store.db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    assert store.group_commit(True) is False
+
+    async def go() -> list[Any]:
+        reader = sqlite3.connect(str(path))
+
+        async def enqueue_and_look(n: int) -> int:
+            item = await store.enqueue("run", {"n": n})
+            # committed by the time the call returns: another connection sees it
+            return int(reader.execute("SELECT count(*) FROM queue WHERE id = ?", (item,)).fetchone()[0])
+
+        seen = await asyncio.gather(*(enqueue_and_look(n) for n in range(10)))
+        assert seen == [1] * 10 and len(commits) == 1
+
+        commits.clear()
+        results = await asyncio.gather(
+            store.create_execution(make_execution("a")),
+            store.create_execution(make_execution("a")),  # the same id again: fails, alone
+            store.append_events([Event(type="x.y", data={})]),
+            return_exceptions=True)
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        assert len(commits) == 1
+
+        cancelled = asyncio.ensure_future(store.enqueue("run", {"n": "cancelled"}))
+        await asyncio.sleep(0)  # it is waiting for the turn's transaction...
+        cancelled.cancel()  # ...and is cancelled before it
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        reader.close()
+        return [await store.queue_depth(), [e.type for e in await store.list_events()]]
+
+    assert run(go()) == [10, ["x.y"]]
+    assert run(store.get_execution("a")) is not None
+    assert store.group_commit(False) is True
+    commits.clear()
+    run(store.enqueue("run", {}))  # off again: a transaction of its own, at once
+    assert len(commits) == 1
+    run(store.close())
