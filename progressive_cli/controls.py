@@ -15,8 +15,9 @@ Who applies it:
   only a daemon can apply it.
 
 Claims are atomic (``claim_controls``), so a control is applied by one process only. An applier that
-dies half-way leaves its claim, which another applier takes over after a minute: every action here is
-safe to apply twice.
+dies half-way leaves its claim, which another applier takes over after a minute, or at once the asking
+process when it sees that the daemon which took its control is gone: every action here is safe to apply
+twice. Errors and results are stored redacted (``REDACTOR``), as everything the store keeps.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from progressive_cli.config.secrets import REDACTOR
 from progressive_cli.errors import ExitCode, NotFoundError, ProgressiveError, UnavailableError, UsageError, one_line
 from progressive_cli.store.base import FINISHED, Event, StateStore, now
 
@@ -47,6 +49,8 @@ DAEMON_STALE = 10.0
 """A daemon whose heartbeat row is older than this is taken for gone."""
 HEARTBEAT_EVERY = 2.0
 """How often a daemon writes its heartbeat row (its ``heartbeat`` job)."""
+CLAIM_STALE = 60.0
+"""A claim older than this, not finished, is taken for its applier's death: another applier takes it over."""
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -71,16 +75,18 @@ async def request(store: StateStore, kind: str, target: str, payload: dict[str, 
 
 async def live_daemon(store: StateStore) -> dict[str, Any] | None:
     """The daemon alive on ``store`` (its heartbeat is fresh and, on this host, its pid exists), or None."""
+    alive = await live_daemons(store)
+    return alive[0] if alive else None
+
+
+async def live_daemons(store: StateStore) -> list[dict[str, Any]]:
+    """Every daemon alive on ``store``, newest first (one, unless hosts that share a store each run one)."""
     from progressive_cli.engine.executor import _owner_is_dead
 
     t = now()
-    for row in await store.daemons():
-        if row["stopped_at"] is not None or t - row["seen_at"] > DAEMON_STALE:
-            continue
-        if _owner_is_dead(f"{row['host']}:{row['pid']}"):
-            continue
-        return row
-    return None
+    return [row for row in await store.daemons()
+            if row["stopped_at"] is None and t - row["seen_at"] <= DAEMON_STALE
+            and not _owner_is_dead(f"{row['host']}:{row['pid']}")]
 
 
 class Applier:
@@ -101,21 +107,24 @@ class Applier:
         if reload is not None:
             self.handlers["daemon.reload"] = lambda _row: reload()
 
-    async def apply(self, ids: list[str] | None = None) -> list[dict[str, Any]]:
-        """Claim the pending controls (only ``ids`` if given) this applier can apply, apply them in order,
-        record each outcome; returns the rows as finished."""
+    async def apply(self, ids: list[str] | None = None, *, stale_after: float = CLAIM_STALE) -> list[dict[str, Any]]:
+        """Claim the pending controls (only ``ids`` if given) this applier can apply, and those claimed more
+        than ``stale_after`` seconds ago and not finished; apply them in order, record each outcome
+        (redacted); returns the rows as finished."""
         done = []
-        for row in await self.store.claim_controls(self.name, ids=ids, kinds=list(self.handlers)):
+        for row in await self.store.claim_controls(self.name, ids=ids, kinds=list(self.handlers),
+                                                   stale_after=stale_after):
             events = [Event("control.applied", {"kind": row["kind"], "target": row["target"], "by": self.name},
                             subject=row["target"])]
             try:
-                row["result"], row["error"] = await self.handlers[row["kind"]](row), None
+                row["result"], row["error"] = REDACTOR.redact_data(await self.handlers[row["kind"]](row)), None
             except ProgressiveError as exc:
-                row["result"], row["error"] = {"exit_code": int(exc.exit_code)}, one_line(exc.message)
+                row["result"], row["error"] = {"exit_code": int(exc.exit_code)}, exc.message
             except Exception as exc:  # a control must never take its applier (the daemon) down
                 row["result"] = {"exit_code": int(ExitCode.FAILED)}
-                row["error"] = one_line(f"{type(exc).__name__}: {exc}")
+                row["error"] = f"{type(exc).__name__}: {exc}"
             if row["error"] is not None:
+                row["error"] = one_line(REDACTOR.redact(row["error"]))
                 events[0].type = "control.failed"
                 events[0].data["error"] = row["error"]
             await self.store.finish_control(row["id"], self.name, result=row["result"], error=row["error"],
@@ -231,33 +240,55 @@ async def settle(store: StateStore, control_id: str, kind: str, *, wait: float, 
     or it did not take it in time) apply it here. Returns the finished row; raises what it failed with."""
     daemon = await live_daemon(store)
     if daemon is None and kind in DAEMON_ONLY:
-        message = f"no daemon is running on {store.url}; {kind} needs one"
-        if await store.claim_controls(by, ids=[control_id]):
-            await store.finish_control(control_id, by, result={"exit_code": int(ExitCode.UNAVAILABLE)},
-                                       error=message)
-        raise UnavailableError(message)
+        await _refuse(store, control_id, by, f"no daemon is running on {store.url}; {kind} needs one")
+    gone = False
     if daemon is not None:
         deadline = time.monotonic() + wait
         while True:
             row = (await store.controls(ids=[control_id]))[0]
             if row["status"] in ("applied", "failed"):
                 return _outcome(row)
-            if time.monotonic() >= deadline:
+            gone = await _applier_gone(store, row)
+            if gone or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(poll)
         if kind in DAEMON_ONLY:
+            if gone:
+                await _refuse(store, control_id, by, f"{row['applied_by']} stopped while applying {kind} "
+                                                     f"(control {control_id[:12]}); ask again when a daemon runs")
             raise UnavailableError(f"the daemon (pid {daemon['pid']}) has not applied {kind} within {wait:g}s; "
                                    f"the request {control_id[:12]} stays pending")
-    rows = await Applier(store, by).apply([control_id])
-    if rows:
-        return _outcome(rows[0])
+    rows = await Applier(store, by).apply([control_id], stale_after=0.0 if gone else CLAIM_STALE)
     deadline = time.monotonic() + max(wait, 10.0)  # the daemon took it at the last moment: await its outcome
-    while (row := (await store.controls(ids=[control_id]))[0])["status"] == "applying":
+    while not rows:
+        row = (await store.controls(ids=[control_id]))[0]
+        if row["status"] in ("applied", "failed"):
+            return _outcome(row)
+        if await _applier_gone(store, row):  # it died half-way: take the control over now, not in a minute
+            rows = await Applier(store, by).apply([control_id], stale_after=0.0)
+            if rows:
+                break
         if time.monotonic() >= deadline:
             raise UnavailableError(f"{row['applied_by']} took {kind} {row['target']} (control {control_id[:12]}) "
                                    "but has not finished it")
         await asyncio.sleep(poll)
-    return _outcome(row)
+    return _outcome(rows[0])
+
+
+async def _applier_gone(store: StateStore, row: dict[str, Any]) -> bool:
+    """Whether ``row`` was claimed by a daemon that is no longer alive (it died, or stopped heartbeating,
+    half-way through applying it). Daemons apply as ``daemon:HOST:PID``, their heartbeat row's host and pid."""
+    applier = row["applied_by"] or ""
+    if row["status"] != "applying" or not applier.startswith("daemon:"):
+        return False
+    return all(applier != f"daemon:{d['host']}:{d['pid']}" for d in await live_daemons(store))
+
+
+async def _refuse(store: StateStore, control_id: str, by: str, message: str) -> None:
+    """Finish a control that cannot be applied (failed, exit 5), and raise that."""
+    if await store.claim_controls(by, ids=[control_id], stale_after=0.0):
+        await store.finish_control(control_id, by, result={"exit_code": int(ExitCode.UNAVAILABLE)}, error=message)
+    raise UnavailableError(message)
 
 
 def _outcome(row: dict[str, Any]) -> dict[str, Any]:
@@ -268,5 +299,5 @@ def _outcome(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-__all__ = ["DAEMON_ONLY", "DAEMON_STALE", "HEARTBEAT_EVERY", "KINDS", "Applier", "live_daemon", "prepare_retry",
-           "request", "retry_plan", "settle", "whoami"]
+__all__ = ["DAEMON_ONLY", "DAEMON_STALE", "HEARTBEAT_EVERY", "KINDS", "Applier", "live_daemon", "live_daemons",
+           "prepare_retry", "request", "retry_plan", "settle", "whoami"]

@@ -26,7 +26,8 @@ fires; later than that it is skipped and the next one is awaited).
 
 Every job is wrapped: its duration, runs and errors are counted, and an exception is logged (the
 job runs again next time); a misfire (a run skipped because it was over a minute late, or because the
-previous one still ran) is counted too.
+previous one still ran) is counted too. What libraries log (APScheduler, asyncio, Python warnings) goes
+to the daemon's log in its format too, one line each: a ``logging.format: json`` log stays JSON lines.
 
 SIGTERM or SIGINT: stop taking work, let the runs in flight go on for ``daemon.grace`` seconds, then
 stop them at a step boundary (completed steps are kept; the next start resumes them), mark the
@@ -38,11 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from progressive_cli.controls import HEARTBEAT_EVERY, Applier
@@ -153,8 +155,11 @@ class Daemon:
             when = getattr(job, "next_run_time", None)  # a job added before start() has none yet
             next_run = when.timestamp() if when else None
             jobs[job.id] = {**self._stats(job.id), "next_run": next_run}
-        info = {"jobs": jobs, "workers": self.worker.concurrency, "running": len(self.worker._active),
-                "root": str(self.project.root), "store": self.store.url}
+        from progressive_cli.config.secrets import REDACTOR
+
+        info = REDACTOR.redact_data({"jobs": jobs, "workers": self.worker.concurrency,
+                                     "running": len(self.worker._active), "root": str(self.project.root),
+                                     "store": self.store.url})
         host, _, pid = self.worker.worker_id.rpartition(":")
         await self.store.save_daemon(self.id, host, int(pid), self.started_at, info, stopped=stopped)
 
@@ -166,6 +171,10 @@ class Daemon:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
+        with _library_logs(self.log):
+            await self._run()
+
+    async def _run(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         loop = asyncio.get_running_loop()
@@ -215,11 +224,14 @@ class Daemon:
             try:
                 await job(*args)
                 stats["last_error"] = None
+            except asyncio.CancelledError:  # the daemon is stopping: the loop ends the runs still in flight
+                pass
             except Exception as exc:
+                from progressive_cli.config.secrets import REDACTOR
                 from progressive_cli.errors import one_line
 
                 stats["errors"] += 1
-                stats["last_error"] = one_line(f"{type(exc).__name__}: {exc}")
+                stats["last_error"] = one_line(REDACTOR.redact(f"{type(exc).__name__}: {exc}"))
                 self.log(f"job {job_id} failed: {stats['last_error']}", level="error", job=job_id)
             finally:
                 stats["runs"] += 1
@@ -273,6 +285,44 @@ class Daemon:
     def _signalled(self, sig: int) -> None:
         self.log(f"{signal.Signals(sig).name}: no new work; finishing the runs in flight")
         self.stop.set()
+
+
+class _LogBridge(logging.Handler):
+    """Log records that no handler takes (APScheduler's, asyncio's, Python warnings): Python would print
+    them bare on stderr, in the middle of the daemon's log; they become its own lines, in its format."""
+
+    def __init__(self, log: Callable[..., None]) -> None:
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage().strip()
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            self.log(message, level="error" if record.levelno >= logging.ERROR else "warning", logger=record.name)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _library_logs(log: Callable[..., None]) -> Iterator[None]:
+    """While the daemon runs, what libraries log goes through ``log``. APScheduler's warnings are left out:
+    they are misfires, which ``Daemon._missed`` counts and logs."""
+    bridge = _LogBridge(log)
+    scheduler_logger, warnings_logger = logging.getLogger("apscheduler"), logging.getLogger("py.warnings")
+    previous = logging.lastResort, scheduler_logger.level
+    logging.lastResort = bridge
+    scheduler_logger.setLevel(logging.ERROR)
+    warnings_logger.addHandler(bridge)  # captured warnings never reach lastResort
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        warnings_logger.removeHandler(bridge)
+        logging.lastResort, level = previous
+        scheduler_logger.setLevel(level)
 
 
 def _now() -> Any:

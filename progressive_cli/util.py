@@ -34,6 +34,16 @@ def is_iso_time(text: str) -> bool:
     return True
 
 
+def is_zombie(pid: int) -> bool:
+    """Whether process ``pid`` has exited but is not yet reaped by its parent: ``kill(pid, 0)`` still
+    succeeds, yet it runs nothing (Linux ``/proc``; False where that cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 

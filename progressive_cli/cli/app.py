@@ -106,9 +106,10 @@ def new_typer(help_text: str) -> typer.Typer:
     )
 
 
-def with_store(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]]) -> Any:
+def with_store(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]], *, quiet_interrupt: bool = True) -> Any:
     """Run ``use(store)`` on the project's state store, closing it whatever happens. Ctrl-C ends the
-    command quietly with exit 0 (it is how a ``--follow`` stops)."""
+    command quietly with exit 0 (it is how a ``--follow`` stops), or with ``quiet_interrupt=False`` as
+    interrupted (130): for a command whose work it cut short."""
     import asyncio
 
     from progressive_cli.store import project_store
@@ -125,6 +126,8 @@ def with_store(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(go())
     except KeyboardInterrupt:
+        if not quiet_interrupt:
+            raise
         raise typer.Exit(0) from None
 
 
@@ -141,12 +144,19 @@ def apply_control(ctx: typer.Context, kind: str, target: str, payload: dict[str,
     from progressive_cli.cli.output import say
 
     by = controls.whoami("cli")
+    asked: list[str] = []
 
     async def use(store: Any) -> dict[str, Any]:
-        control_id = await controls.request(store, kind, target, payload, by=by)
-        return await controls.settle(store, control_id, kind, wait=wait, by=by)
+        asked.append(await controls.request(store, kind, target, payload, by=by))
+        return await controls.settle(store, asked[0], kind, wait=wait, by=by)
 
-    row: dict[str, Any] = with_store(ctx, use)
+    try:
+        row: dict[str, Any] = with_store(ctx, use, quiet_interrupt=False)
+    except KeyboardInterrupt:  # not applied as far as we know: exit 130, not 0
+        if asked:
+            say(f"{kind} {target}: control {asked[0][:12]} was written but not seen applied; a daemon may still "
+                "apply it")
+        raise
     who = "the daemon" if row["applied_by"].startswith("daemon:") else "this command"
     say(f"{kind} {target}: applied by {who} ({row['applied_by']}), control {row['id'][:12]}")
     return row

@@ -82,18 +82,14 @@ def _daemon_pid(project: Any) -> int | None:
     """The pid in the daemon's pidfile if that process is alive (and not a zombie), else None."""
     import os
 
+    from progressive_cli.util import is_zombie
+
     try:
         pid = int(_pidfile(project).read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return None
-    except OSError:
-        pass
-    return pid
+    return None if is_zombie(pid) else pid
 
 
 @daemon_app.command("start")
@@ -177,7 +173,7 @@ def daemon_status(ctx: typer.Context, output: OutputOpt = None) -> None:
             "queue_depth": depth,
             "health_age_s": round(t - newest, 1) if newest else None,
             "pidfile": str(_pidfile(project)),
-            "jobs": [{"job": name, **{k: iso_time(v) if k in ("next_run", "last_run") else v
+            "jobs": [{"job": name, **{k: iso_time(v) if k in ("next_run", "last_run", "last_missed") else v
                                       for k, v in job.items()}} for name, job in sorted(jobs.items())]}
     fmt = state(ctx).fmt(output)
     if fmt is OutputFormat.table:

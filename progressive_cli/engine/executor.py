@@ -822,7 +822,7 @@ def _render(value: Any, ctx: Mapping[str, Any], template: Callable[[str], Templa
 
 
 def _owner_is_dead(owner: str) -> bool:
-    """True when ``host:pid`` names a process on this host that no longer exists."""
+    """True when ``host:pid`` names a process on this host that no longer exists (or is a zombie)."""
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False  # another machine: only its lease expiring tells us it is gone
@@ -832,7 +832,9 @@ def _owner_is_dead(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    from progressive_cli.util import is_zombie
+
+    return is_zombie(int(pid))  # killed, not yet reaped: as dead as it gets
 
 
 def is_live(execution: Execution) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 from progressive_cli.config.secrets import REDACTOR, resolve
 from progressive_cli.errors import one_line
 from progressive_cli.store.base import Event
+from progressive_cli.util import log_line
 
 ALERT_EVENT = "integration.alert"
 
@@ -80,8 +81,6 @@ async def _send(sink: Any, notice: dict[str, Any], log_format: str = "text") -> 
     try:
         if sink.type == "log":
             if log_format == "json":
-                from progressive_cli.util import log_line
-
                 level = "info" if notice["state"] == "resolved" else "error"
                 sys.stderr.write(log_line("json", "alert", _text(notice), level=level, **notice) + "\n")
             else:
@@ -105,8 +104,9 @@ async def _send(sink: Any, notice: dict[str, Any], log_format: str = "text") -> 
                 await proc.wait()
                 raise
     except Exception as exc:
-        sys.stderr.write(one_line(REDACTOR.redact(f"alert sink {sink.type} failed: {type(exc).__name__}: {exc}"))
-                         + "\n")
+        message = f"alert sink {sink.type} failed: {type(exc).__name__}: {exc}"
+        sys.stderr.write((log_line("json", "alert", message, level="error", sink=sink.type, check=notice["check"])
+                          if log_format == "json" else one_line(REDACTOR.redact(message))) + "\n")
 
 
 __all__ = ["ALERT_EVENT", "evaluate", "process"]

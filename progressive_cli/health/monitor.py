@@ -13,8 +13,9 @@ Groups (seed: "Integration Health Monitor", plus ``state-store``):
 - ``event-bus``: the error rate of the subscriptions and their dead letters;
 - ``scheduler``: the daemon's APScheduler, read from its heartbeat row: unhealthy when its heartbeat
   stopped without a clean shutdown (it crashed or hangs) while workflows have cron or interval
-  triggers, degraded when a job's last run failed or skipped a run in the last 10 minutes (misfires), or when triggers
-  are declared and no daemon runs; healthy otherwise (no daemon and nothing scheduled included).
+  triggers (degraded when nothing is scheduled), degraded when a job's last run failed or skipped a run
+  in the last 10 minutes (misfires), or when triggers are declared and no daemon runs; healthy
+  otherwise (a daemon stopped cleanly and nothing scheduled included).
 
 A check slower than ``health.response_time`` is degraded; a check that does not finish within
 ``health.timeout`` is unhealthy. Results are kept in the store (``health_results``) for
@@ -194,13 +195,13 @@ class Monitor:
         if daemon is None:
             rows = await self.store.daemons()
             crashed = rows[0] if rows and rows[0]["stopped_at"] is None else None
+            idle = triggers + (" do not fire" if scheduled else "")
             if crashed is not None:
                 ago = time.time() - crashed["seen_at"]
                 note = (f"the daemon (pid {crashed['pid']} on {crashed['host']}) stopped heartbeating {ago:.0f}s "
-                        f"ago without a clean shutdown; {triggers}")
+                        f"ago without a clean shutdown; {idle}")
                 return ("unhealthy" if scheduled else "degraded"), note
-            return ("degraded" if scheduled else "healthy"), f"no daemon is running; {triggers}" + (
-                " do not fire" if scheduled else "")
+            return ("degraded" if scheduled else "healthy"), f"no daemon is running; {idle}"
         jobs = daemon["info"].get("jobs", {})
         failing = [f"{name}: {job['last_error']}" for name, job in sorted(jobs.items()) if job.get("last_error")]
         missed = sorted(name for name, job in jobs.items()

@@ -87,12 +87,12 @@ def test_sigkill_mid_run_then_restart_resumes_without_losing_steps(project, tmp_
         wait_for(lambda: "daemon started" in log.read_text())
         run_id = cli(project, "run", "workflow", "slow", "--detach").stdout.strip()
         wait_for(lambda: "step.completed first" in log.read_text())
-        first = json.loads(cli(project, "executions", "show", run_id, "-o", "json").stdout)
-        before = {s["key"]: s for s in first["steps"]}["first"]
-    finally:
+    finally:  # killed at once, well inside the 3 s wait (reading the run first could outlast it on a busy machine)
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(30)
-    assert json.loads(cli(project, "executions", "show", run_id, "-o", "json").stdout)["status"] == "running"
+    first = json.loads(cli(project, "executions", "show", run_id, "-o", "json").stdout)
+    assert first["status"] == "running"
+    before = {s["key"]: s for s in first["steps"]}["first"]
     daemon = start(project, log)
     try:
         done = wait_for(lambda: finished(project, run_id), timeout=45)

@@ -4,8 +4,11 @@ process when there is none or it does not take it in time), failures carried bac
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -140,3 +143,153 @@ def test_stale_or_stopped_daemons_are_not_live(store) -> None:
 def test_unknown_kind_is_refused(store) -> None:
     with pytest.raises(ProgressiveError, match=r"unknown control 'breaker\.smash'"):
         run(controls.request(store, "breaker.smash", "x", by="cli:test"))
+
+
+def test_errors_are_stored_redacted(store, monkeypatch) -> None:
+    from progressive_cli.config.secrets import REDACTOR
+
+    secret = "s3cr3t-control-token-7741"
+    REDACTOR.register(secret)
+
+    async def leaky(self, row):
+        raise RuntimeError(f"POST https://ops:hunter2@hooks.example/x with {secret} refused")
+
+    monkeypatch.setattr(controls.Applier, "_breaker_reset", leaky)
+    with pytest.raises(ProgressiveError, match="RuntimeError: POST") as caught:
+        run(ask(store, "breaker.reset", "integration:api"))
+    assert secret not in caught.value.message and "hunter2" not in caught.value.message
+    row = run(store.controls())[0]
+    assert row["status"] == "failed" and secret not in row["error"] and "hunter2" not in row["error"]
+    failed = [e for e in run(store.list_events(limit=10)) if e.type == "control.failed"]
+    assert failed and secret not in str(failed[0].data) and "hunter2" not in str(failed[0].data)
+
+
+def sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_a_control_whose_daemon_died_half_way_is_applied_by_the_asker_at_once(store) -> None:
+    """The daemon claimed the control, then was killed: the asker does not wait out its wait, then ten
+    seconds more, then fail; it sees the daemon gone and applies the control itself."""
+    proc = sleeper()
+    try:
+        run(store.save_daemon("d1", socket.gethostname(), proc.pid, time.time(), {}))
+
+        async def go():
+            control_id = await controls.request(store, "breaker.reset", "integration:api", by="cli:test")
+            claimed = await store.claim_controls(f"daemon:{socket.gethostname()}:{proc.pid}", ids=[control_id])
+            assert [r["id"] for r in claimed] == [control_id]
+            asker = asyncio.ensure_future(controls.settle(store, control_id, "breaker.reset", wait=5.0,
+                                                          by="cli:test"))
+            await asyncio.sleep(0.2)
+            assert not asker.done()  # the daemon is alive and working on it: the asker waits
+            proc.kill()
+            proc.wait()
+            started = time.monotonic()
+            row = await asker
+            return row, time.monotonic() - started
+
+        row, took = run(go())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert took < 2.0 and row["status"] == "applied" and row["applied_by"] == "cli:test"
+    assert row["result"]["state"] == "closed"
+
+
+def test_a_claim_left_by_a_dead_daemon_is_taken_over_by_the_asker(store) -> None:
+    dead = 2**22 + 12345  # above pid_max: no such process on this host
+    control_id = run(store.add_control("dlq.purge", "all", {"before": None}, "cli:test"))
+    run(store.claim_controls(f"daemon:{socket.gethostname()}:{dead}", ids=[control_id]))
+    started = time.monotonic()
+    row = run(controls.settle(store, control_id, "dlq.purge", wait=5.0, by="cli:test"))
+    assert time.monotonic() - started < 2.0
+    assert row["applied_by"] == "cli:test" and row["result"] == {"purged": 0}
+
+
+def test_a_reload_whose_daemon_died_half_way_fails_at_once(store) -> None:
+    proc = sleeper()
+    try:
+        run(store.save_daemon("d1", socket.gethostname(), proc.pid, time.time(), {}))
+
+        async def go():
+            control_id = await controls.request(store, "daemon.reload", "daemon", by="cli:test")
+            await store.claim_controls(f"daemon:{socket.gethostname()}:{proc.pid}", ids=[control_id])
+            asker = asyncio.ensure_future(controls.settle(store, control_id, "daemon.reload", wait=5.0,
+                                                          by="cli:test"))
+            await asyncio.sleep(0.2)
+            proc.kill()
+            proc.wait()
+            started = time.monotonic()
+            try:
+                await asker
+            finally:
+                assert time.monotonic() - started < 2.0
+
+        with pytest.raises(UnavailableError, match=r"stopped while applying daemon\.reload") as caught:
+            run(go())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert caught.value.exit_code == ExitCode.UNAVAILABLE
+    assert run(store.controls())[0]["status"] == "failed"  # not left for a daemon to apply a minute later
+
+
+def test_a_killed_daemon_not_yet_reaped_is_not_live(store) -> None:
+    """A zombie still answers kill(pid, 0): it must count as dead, as `daemon status` already had it."""
+    from progressive_cli.engine.executor import _owner_is_dead
+
+    proc = sleeper()
+    try:
+        run(store.save_daemon("d1", socket.gethostname(), proc.pid, time.time(), {}))
+        assert run(controls.live_daemon(store))["id"] == "d1"
+        proc.kill()
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # it has exited; nobody reaped it yet
+        assert not _owner_is_dead(f"{socket.gethostname()}:{os.getpid()}")
+        assert _owner_is_dead(f"{socket.gethostname()}:{proc.pid}")
+        assert run(controls.live_daemon(store)) is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_ctrl_c_while_a_control_is_settled_exits_130_not_0(cli, make_project, monkeypatch) -> None:
+    root = make_project({})
+
+    async def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(controls, "settle", interrupted)
+    r = cli("-p", str(root), "breakers", "reset", "api")
+    assert r.exit_code == ExitCode.INTERRUPTED
+    assert "control " in r.stderr and "not seen applied" in r.stderr and r.stderr.rstrip().endswith("interrupted")
+
+
+def test_daemon_status_shows_every_time_as_iso(cli, make_project) -> None:
+    root = make_project({})
+    store = SQLiteStore(root / ".progressive" / "state.db")
+    job = {"runs": 3, "errors": 0, "missed": 1, "last_run": 1.0e9, "last_ms": 2.0, "last_error": None,
+           "last_missed": 1.0e9, "next_run": 1.0e9}
+    run(store.save_daemon("d1", socket.gethostname(), os.getpid(), time.time(), {"jobs": {"health": job}}))
+    run(store.close())
+    r = cli("-p", str(root), "daemon", "status", "-o", "json")
+    jobs = json.loads(r.stdout)["jobs"]
+    assert jobs[0]["last_missed"] == jobs[0]["last_run"] == jobs[0]["next_run"] == "2001-09-09T01:46:40+00:00"
+
+
+def test_the_scheduler_check_after_a_daemon_crash(cli, make_project) -> None:
+    root = make_project({"workflows/hourly.yaml": """
+        name: hourly
+        triggers: [{type: interval, every: 1h}]
+        steps: [{id: t, type: transform, value: 1}]
+    """})
+    store = SQLiteStore(root / ".progressive" / "state.db")
+    run(store.save_daemon("d1", socket.gethostname(), 2**22 + 12345, time.time() - 30, {}))  # killed: no pid
+    run(store.close())
+    r = cli("-p", str(root), "health", "--check", "scheduler", "-o", "json")
+    check = json.loads(r.stdout)["checks"][0]
+    assert r.exit_code == 2 and check["status"] == "unhealthy"
+    assert check["detail"].endswith("without a clean shutdown; 1 cron/interval trigger(s) do not fire")
+    (root / "workflows" / "hourly.yaml").unlink()
+    check = json.loads(cli("-p", str(root), "health", "--check", "scheduler", "-o", "json").stdout)["checks"][0]
+    assert check["status"] == "degraded" and check["detail"].endswith("; no cron/interval triggers")
