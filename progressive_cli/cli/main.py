@@ -17,6 +17,7 @@ from progressive_cli import __version__
 from progressive_cli.cli import catalog, events, health, integrations, messages, plan, project_cmds, runs  # noqa: F401
 from progressive_cli.cli.app import parse_pairs, state
 from progressive_cli.cli.output import OutputFormat, say
+from progressive_cli.config import pydantic_setup  # noqa: F401  (before typer builds its parameter validators)
 from progressive_cli.errors import EXIT_CODE_HELP, ExitCode, ProgressiveError
 
 
