@@ -1,6 +1,7 @@
 """The ``progressive`` command: root options, sub-commands, and the one error-to-exit-code mapping."""
 
 
+import gc
 import os
 import sys
 from typing import Annotated, Any
@@ -117,7 +118,17 @@ plan.register(app)
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="progressive")
+    # Most objects of a CLI process live until it exits: the modules imported by now (typer, the commands)
+    # and, by the end, whatever the command loaded (pydantic, the project, asyncio). Freezing moves them out
+    # of the cyclic collector's sight: collections during the command do not walk them again, and neither
+    # does the full collection at interpreter shutdown (~40 ms of `progressive health` in all). Reference
+    # counting frees objects as usual; a reference cycle still alive at exit is left to the OS, as Python
+    # already does for whatever survives shutdown (stores and files are closed by the commands themselves).
+    gc.freeze()
+    try:
+        app(prog_name="progressive")
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":
