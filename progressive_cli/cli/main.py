@@ -1,13 +1,16 @@
 """The ``progressive`` command: root options, sub-commands, and the one error-to-exit-code mapping."""
 
 
+import functools
 import gc
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+from typer.main import get_group_from_info
 
 try:  # typer >= 0.29 vendors click
     from typer._click.exceptions import ClickException
@@ -22,8 +25,55 @@ from progressive_cli.config import pydantic_setup  # noqa: F401  (before typer b
 from progressive_cli.errors import EXIT_CODE_HELP, ExitCode, ProgressiveError
 
 
+class _DeferredCommands(dict[str, Any]):
+    """The root group's sub-commands by name, in help order, with each sub-group's click command built
+    the first time it is looked up.
+
+    typer builds the click command of every command in the tree, reading each function's signature and
+    evaluating its annotations, before it parses a single argument: ~30 ms for the 40-odd sub-commands,
+    of which a run uses one. So the sub-groups are registered with :data:`DEFERRED` instead of the root
+    app, and built here, by typer itself, as typer would have built them, when first needed: looking
+    one up (``get``, ``[name]``) builds that one; ``items()`` and ``values()`` (help, completion, tests
+    walking the tree) build them all. Names alone (``keys()``, ``in``, iteration) build nothing."""
+
+    def __init__(self, commands: dict[str, Any], deferred: dict[str, Callable[[], Any]]) -> None:
+        super().__init__(commands)
+        self._deferred = dict(deferred)
+        for name in deferred:
+            super().__setitem__(name, None)
+
+    def _built(self, name: str) -> Any:
+        build = self._deferred.pop(name, None)
+        if build is not None:
+            super().__setitem__(name, build())
+        return super().__getitem__(name)
+
+    def __getitem__(self, name: str) -> Any:
+        super().__getitem__(name)  # KeyError for unknown names
+        return self._built(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._built(name) if name in self else default
+
+    def items(self) -> Any:
+        for name in list(self._deferred):
+            self._built(name)
+        return super().items()
+
+    def values(self) -> Any:
+        for name in list(self._deferred):
+            self._built(name)
+        return super().values()
+
+
 class ProgressiveGroup(TyperGroup):
     """The one place that turns errors into a one-line message and an exit code."""
+
+    def __init__(self, *, commands: dict[str, Any] | None = None, **attrs: Any) -> None:
+        super().__init__(commands=_DeferredCommands(commands or {}, DEFERRED), **attrs)
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return list(self.commands)  # names only: builds no deferred group
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
@@ -114,6 +164,16 @@ events.register(app)
 health.register(app)
 runs.register(app)
 plan.register(app)
+
+DEFERRED: dict[str, Callable[[], Any]] = {
+    info.name: functools.partial(
+        get_group_from_info, info, pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode, suggest_commands=app.suggest_commands,
+    )
+    for info in app.registered_groups if info.name
+}
+"""The sub-groups (``health``, ``agents``...), built on first use by :class:`_DeferredCommands`."""
+app.registered_groups = [info for info in app.registered_groups if not info.name]
 
 
 def main() -> None:
