@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
-from typer.main import get_group_from_info
+from typer.main import get_command_from_info, get_command_name, get_group_from_info
 
 try:  # typer >= 0.29 vendors click
     from typer._click.exceptions import ClickException
@@ -30,9 +30,9 @@ class _DeferredCommands(dict[str, Any]):
     the first time it is looked up.
 
     typer builds the click command of every command in the tree, reading each function's signature and
-    evaluating its annotations, before it parses a single argument: ~30 ms for the 40-odd sub-commands,
-    of which a run uses one. So the sub-groups are registered with :data:`DEFERRED` instead of the root
-    app, and built here, by typer itself, as typer would have built them, when first needed: looking
+    evaluating its annotations, before it parses a single argument: ~30 ms for the 45 commands, of which
+    a run uses one. So the root's commands and groups are registered with :data:`DEFERRED` instead of the
+    root app, and built here, by typer itself, as typer would have built them, when first needed: looking
     one up (``get``, ``[name]``) builds that one; ``items()`` and ``values()`` (help, completion, tests
     walking the tree) build them all. Names alone (``keys()``, ``in``, iteration) build nothing."""
 
@@ -165,15 +165,28 @@ health.register(app)
 runs.register(app)
 plan.register(app)
 
-DEFERRED: dict[str, Callable[[], Any]] = {
-    info.name: functools.partial(
-        get_group_from_info, info, pretty_exceptions_short=app.pretty_exceptions_short,
-        rich_markup_mode=app.rich_markup_mode, suggest_commands=app.suggest_commands,
-    )
-    for info in app.registered_groups if info.name
-}
-"""The sub-groups (``health``, ``agents``...), built on first use by :class:`_DeferredCommands`."""
-app.registered_groups = [info for info in app.registered_groups if not info.name]
+def _deferred() -> dict[str, Callable[[], Any]]:
+    """The root's commands, then its groups (typer's order), each as a call that builds its click command
+    exactly as typer's own tree building does."""
+    short, markup = app.pretty_exceptions_short, app.rich_markup_mode
+    out: dict[str, Callable[[], Any]] = {}
+    for command in app.registered_commands:
+        if command.callback is not None:
+            out[command.name or get_command_name(command.callback.__name__)] = functools.partial(
+                get_command_from_info, command, pretty_exceptions_short=short, rich_markup_mode=markup)
+    for group in app.registered_groups:
+        if group.name:
+            out[group.name] = functools.partial(
+                get_group_from_info, group, pretty_exceptions_short=short, rich_markup_mode=markup,
+                suggest_commands=app.suggest_commands)
+    return out
+
+
+DEFERRED = _deferred()
+"""The sub-commands (``validate``...) and sub-groups (``health``, ``agents``...), built on first use by
+:class:`_DeferredCommands`."""
+app.registered_commands = [c for c in app.registered_commands if c.callback is None]
+app.registered_groups = [g for g in app.registered_groups if not g.name]
 
 
 def main() -> None:
