@@ -279,18 +279,21 @@ def render(report: dict[str, object], top: int) -> str:
     out.append(fmt_table(["command", "modules", "import ms", "non-stdlib packages (self ms, summed)"],
                          rows, right={1, 2}))
 
-    if "validate" in imports:
-        out += ["", f"Top {top} modules by cumulative import time, progressive validate:", ""]
+    for name in ("validate", "health"):  # the commands that load the project
+        if name not in imports:
+            continue
+        label = LABELS[name]
+        out += ["", f"Top {top} modules by cumulative import time, {label}:", ""]
         rows = [[m["module"], f"{m['cumulative_ms']:.1f}", f"{m['self_ms']:.1f}", str(m["depth"])]
-                for m in imports["validate"]["top_modules_by_cumulative"]]  # type: ignore[union-attr]
+                for m in imports[name]["top_modules_by_cumulative"]]  # type: ignore[union-attr]
         out.append(fmt_table(["module", "cumulative ms", "self ms", "depth"], rows, right={1, 2, 3}))
-        out += ["", f"Top {top} modules by self import time (module body only), progressive validate:", ""]
+        out += ["", f"Top {top} modules by self import time (module body only), {label}:", ""]
         rows = [[m["module"], f"{m['self_ms']:.1f}", f"{m['cumulative_ms']:.1f}", str(m["depth"])]
-                for m in imports["validate"]["top_modules_by_self"]]  # type: ignore[union-attr]
+                for m in imports[name]["top_modules_by_self"]]  # type: ignore[union-attr]
         out.append(fmt_table(["module", "self ms", "cumulative ms", "depth"], rows, right={1, 2, 3}))
-        out += ["", f"Top {top} packages by summed self import time, progressive validate:", ""]
+        out += ["", f"Top {top} packages by summed self import time, {label}:", ""]
         rows = [[p["package"] + (" (stdlib)" if p["stdlib"] else ""), str(p["modules"]), f"{p['self_ms']:.1f}"]
-                for p in imports["validate"]["top_packages_by_self_time"]]  # type: ignore[union-attr]
+                for p in imports[name]["top_packages_by_self_time"]]  # type: ignore[union-attr]
         out.append(fmt_table(["package", "modules", "self ms"], rows, right={1, 2}))
     return "\n".join(out)
 

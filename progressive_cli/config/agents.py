@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
-from progressive_cli.config.common import Duration, EnvStr, Identifier, Model
+from progressive_cli.config.common import Duration, EnvStr, Identifier, Model, empty_list
 
 BUILTIN_AGENTS: dict[str, tuple[str, ...]] = {
     # implementation name -> the capabilities it provides (seed: MCA Core Integration Engine)
@@ -57,7 +57,7 @@ class _AgentBase(Model):
     id: Identifier
     name: str = ""
     description: str = ""
-    capabilities: list[Capability] = Field(default_factory=list)
+    capabilities: list[Capability] = Field(default_factory=empty_list)
     timeout: Duration = 30.0
     """Longest a single call may take."""
     concurrency: int = Field(10, ge=1, le=10_000)
@@ -111,4 +111,4 @@ class AgentsFile(Model):
     """Schema of agents.yaml."""
 
     version: Literal[1] = 1
-    agents: list[Agent] = Field(default_factory=list)
+    agents: list[Agent] = Field(default_factory=empty_list)

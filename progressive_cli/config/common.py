@@ -85,6 +85,13 @@ EnvStr = Annotated[
 """A string that may embed ``${env:NAME}`` references."""
 
 
+def empty_list() -> list[Any]:
+    """The ``default_factory`` of list fields. Not ``list`` itself: pydantic inspects every factory's
+    signature, and ``list``'s is parsed from its text form with the tokenizer, whose first use compiles
+    its regular expressions (~10 ms of every command that loads the project)."""
+    return []
+
+
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case id: letters, digits, - and _")]
 

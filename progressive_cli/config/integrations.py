@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from progressive_cli.config.common import Backoff, Duration, EnvStr, Identifier, Model
+from progressive_cli.config.common import Backoff, Duration, EnvStr, Identifier, Model, empty_list
 
 ERROR_KINDS = ("API_ERROR", "RATE_LIMITED", "CIRCUIT_BREAKER_OPEN", "NETWORK_ERROR", "TIMEOUT")
 ErrorKind = Literal["API_ERROR", "RATE_LIMITED", "CIRCUIT_BREAKER_OPEN", "NETWORK_ERROR", "TIMEOUT"]
@@ -85,7 +85,7 @@ class CircuitBreaker(Model):
     """Successful trial calls needed to close it again."""
     count: list[ErrorKind] = Field(default_factory=lambda: _kinds("API_ERROR", "NETWORK_ERROR", "TIMEOUT"))
     """Error kinds that count as failures. API_ERROR counts only for 5xx statuses."""
-    count_status: list[int] = Field(default_factory=list)
+    count_status: list[int] = Field(default_factory=empty_list)
     """Extra statuses (e.g. 429) that count as failures."""
 
 
@@ -122,7 +122,7 @@ class HttpIntegration(_IntegrationBase):
     timeout: Timeouts | Duration = Field(default_factory=Timeouts)
     """One duration for every phase, or connect/read/write/pool separately."""
     max_connections: int = Field(20, ge=1)
-    rate_limits: list[RateLimit] = Field(default_factory=list)
+    rate_limits: list[RateLimit] = Field(default_factory=empty_list)
     on_rate_limit: Literal["wait", "fail"] = "wait"
     """When a limit is reached: wait for a slot (up to max_wait) or fail fast with RATE_LIMITED."""
     max_wait: Duration = 10.0
@@ -210,4 +210,4 @@ class IntegrationsFile(Model):
     """Schema of integrations.yaml."""
 
     version: Literal[1] = 1
-    integrations: list[Integration] = Field(default_factory=list)
+    integrations: list[Integration] = Field(default_factory=empty_list)

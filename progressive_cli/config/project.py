@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # entry-point scan costs ~25 ms per start
-
 from pydantic import BaseModel, ValidationError
 
-from progressive_cli.config import cron
+from progressive_cli.config import cron, pydantic_setup  # noqa: F401  (plugin discovery off: ~25 ms a start)
 from progressive_cli.config.agents import BUILTIN_AGENTS, AgentsFile, BuiltinAgent
 from progressive_cli.config.common import error_message, kind_of
 from progressive_cli.config.integrations import (

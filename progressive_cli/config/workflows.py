@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from progressive_cli.config.common import Backoff, Duration, Identifier, Model
+from progressive_cli.config.common import Backoff, Duration, Identifier, Model, empty_list
 from progressive_cli.config.integrations import ERROR_KINDS, ErrorKind
 
 StepErrorKind = Literal[
@@ -108,9 +108,9 @@ class Branch(Model):
 class ConditionStep(_StepBase):
     type: Literal["condition"]
     condition: Expr | None = None
-    then: list["Step"] = Field(default_factory=list)
-    else_: list["Step"] = Field(default_factory=list, alias="else")
-    branches: list[Branch] = Field(default_factory=list)
+    then: list["Step"] = Field(default_factory=empty_list)
+    else_: list["Step"] = Field(default_factory=empty_list, alias="else")
+    branches: list[Branch] = Field(default_factory=empty_list)
     """Switch form: the first branch whose `when` is true runs; `else` runs if none is."""
 
     @model_validator(mode="after")
@@ -183,7 +183,7 @@ class SubWorkflowStep(_StepBase):
 
 class ConsensusStep(_StepBase):
     type: Literal["consensus"]
-    agents: list[Identifier] = Field(default_factory=list)
+    agents: list[Identifier] = Field(default_factory=empty_list)
     capability: str | None = None
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -250,7 +250,7 @@ class WorkflowFile(Model):
     description: str = ""
     version: str = "1"
     inputs: dict[Identifier, Input] = Field(default_factory=dict)
-    triggers: list[Trigger] = Field(default_factory=list)
+    triggers: list[Trigger] = Field(default_factory=empty_list)
     timeout: Duration = 300.0
     """The whole run's limit (the seed's default is 5 minutes)."""
     realtime: bool = False

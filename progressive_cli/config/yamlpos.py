@@ -30,6 +30,7 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
 _MAPPING_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:set"})
 _SEQUENCE_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs"})
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 _VALUE_TAG = "tag:yaml.org,2002:value"
 MAX_NODES = 200_000  # expanded values per file: stops alias bombs ("billion laughs")
 MAX_DEPTH = 200  # nesting levels; libyaml stops at 1000, Python's stack sooner
@@ -196,6 +197,8 @@ class _Builder:
             self.active.discard(id(node))
 
     def _scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR_TAG:  # what the constructor returns for it, without its per-node bookkeeping
+            return node.value
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:

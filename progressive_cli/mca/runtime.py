@@ -23,14 +23,16 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from progressive_cli.config.secrets import REDACTOR
-from progressive_cli.engine.executor import AgentRequest
 from progressive_cli.errors import StepError, one_line
 from progressive_cli.mca.metrics import Metrics
 from progressive_cli.mca.router import Instance, NoInstanceAvailable, Router, capability_providers
 from progressive_cli.store.base import Event
+
+if TYPE_CHECKING:  # the engine is not loaded by callers that only probe agents (`progressive health`)
+    from progressive_cli.engine.executor import AgentRequest
 
 FLUSH_EVERY = 1.0
 """Seconds between flushes of metrics and heartbeats to the store."""

@@ -44,7 +44,7 @@ def test_python_dash_m_works() -> None:
     assert r.returncode == 0 and r.stdout.startswith("progressive ")
 
 
-def _imported_modules(*args: str) -> set[str]:
+def _imported_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
     code = (
         "import atexit, sys\n"
         "atexit.register(lambda: sys.stderr.write('\\nMODULES=' + ','.join(sorted(sys.modules)) + '\\n'))\n"
@@ -52,7 +52,8 @@ def _imported_modules(*args: str) -> set[str]:
         "from progressive_cli.cli.main import main\n"
         "main()\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2],
+                       env=env)
     line = next(ln for ln in r.stderr.splitlines() if ln.startswith("MODULES="))
     return set(line.removeprefix("MODULES=").split(","))
 
@@ -62,6 +63,22 @@ def test_import_hygiene(args: tuple[str, ...]) -> None:
     modules = _imported_modules(*args)
     leaked = sorted(m for m in modules for heavy in HEAVY if m == heavy or m.startswith(heavy + "."))
     assert not leaked, f"`progressive {' '.join(args)}` imported {leaked}"
+
+
+def test_health_import_hygiene(repo_root: Path, tmp_path: Path) -> None:
+    """`health` on the shipped project, with no server configured, loads no driver or client library, no
+    TUI, and not importlib.metadata (pydantic's plugin scan; ~15 ms of every start)."""
+    for name in ("agents.yaml", "integrations.yaml"):
+        shutil.copy(repo_root / name, tmp_path / name)
+    shutil.copytree(repo_root / "workflows", tmp_path / "workflows")
+    secrets = set(re.findall(r"\$\{env:(\w+)\}", (repo_root / "integrations.yaml").read_text()))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PROGRESSIVE_") and k not in secrets and k != "PYDANTIC_DISABLE_PLUGINS"}
+    modules = _imported_modules("-p", str(tmp_path), "health", "-o", "json", env=env)
+    leaked = sorted(m for m in modules for heavy in (*HEAVY, "importlib.metadata", "apscheduler")
+                    if m == heavy or m.startswith(heavy + "."))
+    assert not leaked, f"`progressive health -o json` imported {leaked}"
+    assert "progressive_cli.health.monitor" in modules  # it did run the checks
 
 
 def test_help_does_not_load_config_stack() -> None:

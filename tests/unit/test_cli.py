@@ -48,6 +48,28 @@ def test_every_command_has_help(cli) -> None:
     assert seen >= 12
 
 
+def test_commands_are_built_on_first_use(cli) -> None:
+    """Running one command builds that command's click object only; help still lists them all, in order."""
+    import typer
+    from typer.main import get_command
+
+    from progressive_cli.cli.main import app
+
+    group = get_command(app)
+    ctx = typer.Context(group)
+    names = group.list_commands(ctx)
+    assert names[:6] == ["validate", "schema", "init", "db", "metrics", "worker"]
+    assert names[6:] == ["config", "agents", "workflows", "integrations", "breakers", "events", "dlq", "health",
+                         "run", "executions", "daemon", "plan"]
+    health = group.get_command(ctx, "health")
+    assert health is not None and sorted(health.commands) == ["history"]
+    assert group.get_command(ctx, "health") is health
+    built = [name for name in names if dict.__getitem__(group.commands, name) is not None]
+    assert built == ["health"]
+    assert group.get_command(ctx, "nosuch") is None
+    assert all(cmd is not None for _, cmd in group.commands.items())
+
+
 def test_validate_ok(cli, repo_root: Path) -> None:
     r = cli("-p", str(repo_root), "validate")
     assert r.exit_code == 0

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -65,14 +66,18 @@ CATEGORY_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("shopping", ("amazon", "ebay", "target", "ikea", "clothing", "shoes", "store", "shop", "mall", "etsy",
                   "best buy", "walmart", "zara", "h&m")),
 ]
-_PATTERNS = [(category, re.compile(r"(?<![\w])(?:" + "|".join(re.escape(k) for k in keywords) + r")(?![\w])"))
-             for category, keywords in CATEGORY_RULES]
+@functools.cache
+def _patterns() -> list[tuple[str, re.Pattern[str]]]:
+    """One whole-word pattern per category, compiled on first use: loading the agent (its health probe)
+    does not pay for compiling them."""
+    return [(category, re.compile(r"(?<![\w])(?:" + "|".join(re.escape(k) for k in keywords) + r")(?![\w])"))
+            for category, keywords in CATEGORY_RULES]
 
 
 def categorise(description: str) -> str:
     """The category of a transaction description by the keyword rules, ``other`` when none matches."""
     text = description.lower()
-    return next((category for category, pattern in _PATTERNS if pattern.search(text)), "other")
+    return next((category for category, pattern in _patterns() if pattern.search(text)), "other")
 
 
 def kind_of(category: str) -> str:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from progressive_cli.agents.builtin import AgentInputError, Method, choice, items, number
@@ -78,6 +77,8 @@ def _normal(name: str) -> str:
 @lru_cache(maxsize=1)
 def foods() -> dict[str, Food]:
     """The shipped table, keyed by normalised name, in file order."""
+    from importlib import resources  # here: loading the agent (its health probe) does not need it
+
     text = (resources.files("progressive_cli.agents.builtin") / "data" / "foods.csv").read_text(encoding="utf-8")
     table: dict[str, Food] = {}
     for row in csv.DictReader(io.StringIO(text)):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -186,6 +185,8 @@ def data_aggregation(params: Mapping[str, Any], context: Mapping[str, Any]) -> d
         numbers.append(value)
     if not numbers:
         return {"field": field, "count": 0, "sum": 0, "mean": None, "median": None, "min": None, "max": None}
+    import statistics  # here: loading the agent (its health probe) does not need it
+
     total = math.fsum(numbers)
     return {
         "field": field,

@@ -25,7 +25,6 @@ import csv
 import functools
 import math
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 from progressive_cli.agents.builtin import AgentInputError, choice, items, number
@@ -91,6 +90,8 @@ SPLITS: dict[int, tuple[str, list[str], list[str]]] = {
 @functools.cache
 def exercises() -> tuple[dict[str, Any], ...]:
     """The shipped exercise table, one dict per row (secondary muscles as a list)."""
+    from importlib import resources  # here: loading the agent (its health probe) does not need it
+
     text = resources.files("progressive_cli.agents.builtin").joinpath("data", "exercises.csv").read_text("utf-8")
     rows = []
     for row in csv.DictReader(text.splitlines()):
