@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import NOW
+from seeding import NOW
 
 from progressive_cli.config.project import load_project
 from progressive_cli.store.sqlite import SQLiteStore
@@ -173,7 +173,7 @@ def test_a_missing_store_is_reported_and_retried(make_project, project_files) ->
             await settle(pilot)
             assert "no state store at" in banner(app) and "retrying every" in banner(app)
             assert not (root / ".progressive" / "state.db").exists()  # the dashboard never creates one
-            from conftest import seed
+            from seeding import seed
 
             await seed(root / ".progressive" / "state.db")
             await settle(pilot, 0.6)

@@ -4,7 +4,7 @@ one with NO_COLOR, where state still reads as a symbol and a word. Update with `
 from __future__ import annotations
 
 import pytest
-from conftest import NOW
+from seeding import NOW
 
 from progressive_cli.config.project import load_project
 from tui.app import Dashboard
