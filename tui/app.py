@@ -26,6 +26,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Label, Static
 from textual.widgets.data_table import ColumnKey
@@ -388,7 +389,14 @@ class Dashboard(App[None]):
         self.call_from_thread(self.show, snap, started)
 
     def show(self, snap: Snapshot, started: float | None = None) -> None:
-        """Patch every view from ``snap`` (a snapshot with an error keeps the last data and says why)."""
+        """Patch the view from ``snap`` (a snapshot with an error keeps the last data and says why)."""
+        try:
+            self._show(snap, started)
+        except NoMatches:  # a read that ends while the app is shutting down: nothing left to patch
+            if self.is_running and self.main.is_attached and self.main.query("#error"):
+                raise
+
+    def _show(self, snap: Snapshot, started: float | None) -> None:
         error = self.main.query_one("#error", Static)
         if snap.error is not None:
             error.update(f"⚠ {snap.error} (retrying every {self.interval:g}s)")
