@@ -58,8 +58,8 @@ def test_commands_are_built_on_first_use(cli) -> None:
     group = get_command(app)
     ctx = typer.Context(group)
     names = group.list_commands(ctx)
-    assert names[:6] == ["validate", "schema", "init", "db", "metrics", "worker"]
-    assert names[6:] == ["config", "agents", "workflows", "integrations", "breakers", "events", "dlq", "health",
+    assert names[:7] == ["validate", "schema", "init", "db", "metrics", "worker", "dashboard"]
+    assert names[7:] == ["config", "agents", "workflows", "integrations", "breakers", "events", "dlq", "health",
                          "run", "executions", "daemon", "plan"]
     health = group.get_command(ctx, "health")
     assert health is not None and sorted(health.commands) == ["history"]
