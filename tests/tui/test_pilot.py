@@ -36,11 +36,20 @@ async def settle(pilot, seconds: float = 0.4) -> None:
     await pilot.pause(seconds)
 
 
+async def until(pilot, condition, timeout: float = 10.0) -> None:
+    """Pause until ``condition()`` holds (a loaded machine may take several refreshes)."""
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    assert condition()
+
+
 def test_views_jump_and_back(seeded) -> None:
     async def go() -> None:
         app = app_for(seeded)
         async with app.run_test(size=(150, 40)) as pilot:
-            await settle(pilot)
+            await until(pilot, lambda: app.snapshot is not None)
             assert app.snapshot is not None and app.snapshot.error is None
             for key, view in zip("2345671", ("agents", "executions", "queues", "breakers", "health", "events",
                                              "overview"), strict=True):
@@ -170,13 +179,13 @@ def test_a_missing_store_is_reported_and_retried(make_project, project_files) ->
     async def go() -> None:
         app = app_for(root)
         async with app.run_test(size=(150, 40)) as pilot:
-            await settle(pilot)
+            await until(pilot, lambda: "no state store at" in banner(app))
             assert "no state store at" in banner(app) and "retrying every" in banner(app)
             assert not (root / ".progressive" / "state.db").exists()  # the dashboard never creates one
             from seeding import seed
 
             await seed(root / ".progressive" / "state.db")
-            await settle(pilot, 0.6)
+            await until(pilot, lambda: banner(app) == "")
             await pilot.press("3")
             assert banner(app) == "" and len(table(app, "executions").order) == 3
 
@@ -191,11 +200,9 @@ def test_a_locked_store_is_reported_then_recovers(seeded) -> None:
     async def go() -> None:
         app = app_for(seeded)
         async with app.run_test(size=(150, 40)) as pilot:
-            await settle(pilot, 1.5)
-            assert "locked" in banner(app)
+            await until(pilot, lambda: "locked" in banner(app))
             holder.execute("ROLLBACK")
-            await settle(pilot, 1.5)
-            assert banner(app) == "" and app.snapshot is not None
+            await until(pilot, lambda: banner(app) == "" and app.snapshot is not None)
 
     try:
         asyncio.run(go())
@@ -211,7 +218,6 @@ def test_a_foreign_file_is_reported(make_project, project_files) -> None:
     async def go() -> None:
         app = app_for(root)
         async with app.run_test(size=(150, 40)) as pilot:
-            await settle(pilot)
-            assert "not a usable progressive state store" in banner(app)
+            await until(pilot, lambda: "not a usable progressive state store" in banner(app))
 
     asyncio.run(go())
