@@ -33,7 +33,13 @@ def stored_controls(root: Path) -> list[dict]:
 
 
 async def settle(pilot, seconds: float = 0.4) -> None:
+    """Pause, and for the first snapshot too (or the banner that says why there is none)."""
     await pilot.pause(seconds)
+    for _ in range(100):
+        app = pilot.app
+        if app.snapshot is not None or app.main.query_one("#error").has_class("shown"):
+            return
+        await pilot.pause(0.1)
 
 
 async def until(pilot, condition, timeout: float = 10.0) -> None:
