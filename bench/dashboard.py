@@ -81,8 +81,8 @@ from progressive_cli.config.project import load_project
 from tui.app import Dashboard
 
 class Once(Dashboard):
-    def show(self, snap, started=None):
-        super().show(snap, started)
+    def show(self, snap):
+        super().show(snap)
         if snap.error is None:
             rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
             self.exit(rss)

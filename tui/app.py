@@ -300,7 +300,6 @@ class Dashboard(App[None]):
         Binding("ctrl+r", "refresh", "refresh", id="refresh"),
         Binding("space", "pause", "pause", id="pause"),
         Binding("ctrl+z", "faults", "faults only", id="faults"),
-        Binding("enter", "detail", "detail", id="detail", show=False),
         *(Binding(str(n), f"show_view('{v}')", v, id=f"view.{v}", show=False) for n, v in enumerate(VIEWS, 1)),
         Binding("ctrl+k", "cancel", "cancel run", id="cancel"),
         Binding("t", "retry", "retry", id="retry"),
@@ -332,8 +331,6 @@ class Dashboard(App[None]):
         self.filters: dict[str, str] = {}
         self.events: list[Any] = []
         self.actions_log: list[str] = []
-        self.ticks = 0
-        self.tick_ms: float | None = None
 
     @property
     def main(self) -> Screen[Any]:
@@ -384,19 +381,17 @@ class Dashboard(App[None]):
 
     @work(thread=True, exclusive=True, group="load")
     def load(self) -> None:
-        started = time.perf_counter()
         snap = asyncio.run(self.source.load(frozenset({self.view})))
-        self.call_from_thread(self.show, snap, started)
+        self.call_from_thread(self.show, snap)
 
-    def show(self, snap: Snapshot, started: float | None = None) -> None:
+    def show(self, snap: Snapshot) -> None:
         """Patch the view from ``snap`` (a snapshot with an error keeps the last data and says why)."""
         try:
-            self._show(snap, started)
-        except NoMatches:  # a read that ends while the app is shutting down: nothing left to patch
-            if self.is_running and self.main.is_attached and self.main.query("#error"):
-                raise
+            self._show(snap)
+        except NoMatches:  # a read that ended while the app shut down: its widgets are gone
+            return
 
-    def _show(self, snap: Snapshot, started: float | None) -> None:
+    def _show(self, snap: Snapshot) -> None:
         error = self.main.query_one("#error", Static)
         if snap.error is not None:
             error.update(f"⚠ {snap.error} (retrying every {self.interval:g}s)")
@@ -407,9 +402,6 @@ class Dashboard(App[None]):
         self.snapshot = snap
         self.events = (self.events + snap.events)[-1000:]
         self._patch_all()
-        self.ticks += 1
-        if started is not None:
-            self.tick_ms = (time.perf_counter() - started) * 1000
         self._status()
 
     def _patch_all(self) -> None:
@@ -486,7 +478,7 @@ class Dashboard(App[None]):
         opened = b["opened_at"]
         half = "held" if b["held_open"] else num(b["half_open_in_s"], "{:.0f}s")
         return (b["breaker"], mark(b["state"]), str(b["failures"]), str(b["successes"]),
-                "-" if opened is None or (b["held_open"] and opened > self.clock() + 1e6) else
+                "-" if opened is None or b["held_open"] else  # forced open: opened_at is a far-off stamp
                 time.strftime("%H:%M:%S", time.gmtime(min(opened, self.clock()))), half, b["last_error"] or "")
 
     def _queue_rows(self, snap: Snapshot) -> list[tuple[str, tuple[Any, ...]]]:
@@ -623,29 +615,21 @@ class Dashboard(App[None]):
     # --- details -----------------------------------------------------------------------------------------
     @on(DataTable.RowSelected)
     def selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.screen is self.screen and isinstance(event.data_table, Table):
-            self.detail_of(event.data_table)
-
-    def action_detail(self) -> None:
-        if isinstance(self.focused, Table):
-            self.detail_of(self.focused)
-
-    def detail_of(self, table: Table) -> None:
-        key = table.current_key
+        """``enter`` on a row of a view (the table's own key): that item in full."""
+        table = event.data_table
+        key = table.current_key if isinstance(table, Table) and table.screen is self.main else None
         if key is None:
             return
-        focused = table
-        if focused.id == "executions-table":
+        if table.id == "executions-table":
             self.open_execution(key)
-        elif focused.id == "agents-table":
+        elif table.id == "agents-table":
             self.open_agent(key)
-        elif focused.id == "dlq-table":
+        elif table.id == "dlq-table":
             self.open_dead_letter(key)
 
     @work(thread=True, group="detail")
     def open_execution(self, execution_id: str) -> None:
-        detail = asyncio.run(self.source.execution_detail(execution_id))
-        self.call_from_thread(self._push_execution, detail)
+        self._read_detail(self.source.execution_detail(execution_id), self._push_execution)
 
     def _push_execution(self, d: dict[str, Any]) -> None:
         steps = {s["key"]: s for s in d["steps"]}
@@ -668,8 +652,21 @@ class Dashboard(App[None]):
 
     @work(thread=True, group="detail")
     def open_agent(self, agent_id: str) -> None:
-        detail = asyncio.run(self.source.agent_detail(agent_id))
-        self.call_from_thread(self._push_agent, detail)
+        self._read_detail(self.source.agent_detail(agent_id), self._push_agent)
+
+    def _read_detail(self, read: Any, push: Callable[[dict[str, Any]], None]) -> None:
+        """Run a detail read (in the calling worker thread) and show it; a store problem is a notice."""
+        import sqlite3
+
+        from progressive_cli.errors import ProgressiveError
+
+        try:
+            detail = asyncio.run(read)
+        except (ProgressiveError, sqlite3.Error, OSError) as exc:
+            message = exc.message if isinstance(exc, ProgressiveError) else f"state store: {exc}"
+            self.call_from_thread(self.notify, f"cannot read the details: {message}", severity="error")
+            return
+        self.call_from_thread(push, detail)
 
     def _push_agent(self, d: dict[str, Any]) -> None:
         agent = next((a for a in (self.snapshot.agents if self.snapshot else []) if a["id"] == d["id"]), None)

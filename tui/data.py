@@ -74,8 +74,13 @@ class Source:
 
     # --- the store -------------------------------------------------------------------------------------
     def _open(self) -> Any:
-        if self.store is not None:
-            return self.store
+        """The store the refresh reads (kept open between ticks)."""
+        if self.store is None:
+            self.store = self._connect()
+        return self.store
+
+    def _connect(self) -> Any:
+        """A connection of its own to the project's store, never creating it."""
         from progressive_cli.config.secrets import resolve
         from progressive_cli.errors import UnavailableError
         from progressive_cli.store import open_store
@@ -86,10 +91,8 @@ class Source:
             path = path_from_url(url, self.project.root)
             if not Path(path).exists():
                 raise UnavailableError(f"no state store at {path} yet: run a workflow or start the daemon")
-            self.store = SQLiteStore(path, busy_timeout=BUSY_TIMEOUT)
-        else:
-            self.store = open_store(url, self.project.root)
-        return self.store
+            return SQLiteStore(path, busy_timeout=BUSY_TIMEOUT)
+        return open_store(url, self.project.root)
 
     async def close(self) -> None:
         if self.store is not None:
@@ -248,7 +251,13 @@ class Source:
 
     async def execution_detail(self, execution_id: str) -> dict[str, Any]:
         """The step timeline of one run: each record with input, output, error and times, in start order."""
-        store = self._open()
+        store = self._connect()  # a detail is read in its own thread: its own connection
+        try:
+            return await self._execution_detail(store, execution_id)
+        finally:
+            await store.close()
+
+    async def _execution_detail(self, store: Any, execution_id: str) -> dict[str, Any]:
         execution = await store.get_execution(execution_id)
         if execution is None:
             return {"id": execution_id, "missing": True, "steps": []}
@@ -263,8 +272,11 @@ class Source:
 
     async def agent_detail(self, agent_id: str) -> dict[str, Any]:
         """Recent messages to or from one agent."""
-        store = self._open()
-        messages = await store.list_messages(agent=agent_id, limit=50)
+        store = self._connect()
+        try:
+            messages = await store.list_messages(agent=agent_id, limit=50)
+        finally:
+            await store.close()
         return {"id": agent_id, "messages": [m.as_dict() for m in messages]}
 
 

@@ -227,3 +227,19 @@ def test_a_foreign_file_is_reported(make_project, project_files) -> None:
             await until(pilot, lambda: "not a usable progressive state store" in banner(app))
 
     asyncio.run(go())
+
+
+def test_a_detail_of_a_store_gone_meanwhile_is_a_notice_not_a_crash(seeded) -> None:
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("3")
+            (seeded / ".progressive" / "state.db").rename(seeded / "moved.db")
+            await pilot.press("enter")
+            await settle(pilot, 0.5)
+            assert type(app.screen).__name__ != "Detail" and app.is_running
+            assert any("cannot read the details: no state store at" in str(n.message)
+                       for n in app._notifications)
+
+    asyncio.run(go())
