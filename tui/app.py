@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Callable, Coroutine
+from functools import cache, partial
 from typing import Any, ClassVar
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -28,10 +27,11 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Label, Static
-from textual.widgets.data_table import ColumnKey
+from textual.widget import Widget
+from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
 
-from tui.data import FAULTY, Snapshot, Source
+from tui.data import EVENTS_KEPT, FAULTY, Snapshot, Source
+from tui.table import Table
 
 VIEWS = ("overview", "agents", "executions", "queues", "breakers", "health", "events")
 MARKS = {  # state -> (symbol, style): colour is never the only signal
@@ -45,8 +45,10 @@ MARKS = {  # state -> (symbol, style): colour is never the only signal
 }
 
 
+@cache
 def mark(state: str | None) -> Text:
-    """A state as symbol and word, coloured (NO_COLOR keeps the symbol and the word)."""
+    """A state as symbol and word, coloured (NO_COLOR keeps the symbol and the word). One shared Text per state:
+    never change it in place."""
     symbol, style = MARKS.get(state or "", ("?", ""))
     return Text(f"{symbol} {state or '-'}", style=style)
 
@@ -70,72 +72,6 @@ def bar(fraction: float | None, width: int = 12) -> str:
         return ""
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "░" * (width - filled) + f" {fraction:4.0%}"
-
-
-# --- tables patched by row key -----------------------------------------------------------------------------
-class Table(DataTable[Any]):
-    """A DataTable fed whole row lists, patched in place by row key; keeps the cursor on its row."""
-
-    def __init__(self, columns: list[tuple[str, str]], **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self.spec = columns
-        self.cells: dict[str, tuple[Any, ...]] = {}
-        self.order: list[str] = []
-
-    def on_mount(self) -> None:
-        for key, label in self.spec:
-            self.add_column(label, key=key)
-
-    @property
-    def current_key(self) -> str | None:
-        if not self.order or self.cursor_row < 0 or self.cursor_row >= len(self.order):
-            return None
-        return self.order[self.cursor_row]
-
-    def _set(self, row: str, column: str, value: Any) -> None:
-        """Update one cell; recompute the column's width only when the value is wider than it."""
-        width = cell_len(value.plain if isinstance(value, Text) else str(value))
-        wider = width > self.columns[ColumnKey(column)].content_width
-        self.update_cell(row, column, value, update_width=wider)
-
-    def patch(self, rows: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
-        rows = list(rows)
-        keys = [k for k, _ in rows]
-        current = self.current_key
-        if keys == self.order:  # the common case: same rows, some cells changed
-            columns = [key for key, _ in self.spec]
-            for key, cells in rows:
-                old = self.cells[key]
-                if old != cells:
-                    for column, before, after in zip(columns, old, cells, strict=True):
-                        if before != after:
-                            self._set(key, column, after)
-                    self.cells[key] = cells
-            return
-        wanted = dict(rows)
-        gone = [k for k in self.order if k not in wanted]
-        for key in gone:
-            self.remove_row(key)
-            del self.cells[key]
-        kept = [k for k in self.order if k in wanted]
-        if kept == [k for k in keys if k in self.cells] and keys[:len(kept)] == kept:
-            for key, cells in rows:  # new rows only at the end: add them
-                if key in self.cells:
-                    if self.cells[key] != cells:
-                        for column, after in zip([c for c, _ in self.spec], cells, strict=True):
-                            self._set(key, column, after)
-                        self.cells[key] = cells
-                else:
-                    self.add_row(*cells, key=key)
-                    self.cells[key] = cells
-        else:  # the order changed: rebuild
-            self.clear()
-            for key, cells in rows:
-                self.add_row(*cells, key=key)
-            self.cells = dict(rows)
-        self.order = keys
-        if current in wanted:
-            self.move_cursor(row=keys.index(current), animate=False, scroll=False)
 
 
 # --- modal screens -----------------------------------------------------------------------------------------
@@ -199,10 +135,10 @@ class Detail(Screen[None]):
         if self.table is not None:
             self.query_one(Table).patch(self.table[1])
 
-    @on(DataTable.RowHighlighted)
-    def highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if self.on_select is not None and event.row_key.value is not None:
-            self.query_one("#detail-body", Static).update(self.on_select(str(event.row_key.value)))
+    @on(Table.Highlighted)
+    def highlighted(self, event: Table.Highlighted) -> None:
+        if self.on_select is not None:
+            self.query_one("#detail-body", Static).update(self.on_select(event.key))
 
 
 class Help(ModalScreen[None]):
@@ -222,19 +158,26 @@ class Help(ModalScreen[None]):
 class Commands(Provider):
     """Jump to a view, an agent, a workflow's runs or an execution; run a workflow."""
 
+    executions: list[dict[str, Any]] = []  # replaced when the palette opens, never changed in place
+
+    async def startup(self) -> None:
+        """The runs to offer, read when the palette opens (whatever view is on screen)."""
+        app = self.app
+        assert isinstance(app, Dashboard)
+        self.executions = await asyncio.to_thread(app.read_quietly, app.source.recent_executions) or []
+
     def _items(self) -> list[tuple[str, Callable[[], Any], str]]:
         app = self.app
         assert isinstance(app, Dashboard)
         items: list[tuple[str, Callable[[], Any], str]] = [
             (f"view {v}", partial(app.show_view, v), "switch view") for v in VIEWS]
-        snap = app.snapshot
-        for a in (snap.agents if snap else []):
-            items.append((f"agent {a['id']}", partial(app.jump_to, "agents", a["id"]), "show the agent"))
+        for agent in app.project.agents.agents:
+            items.append((f"agent {agent.id}", partial(app.jump_to, "agents", agent.id), "show the agent"))
         for name in sorted(app.project.workflows):
             items.append((f"workflow {name}: runs", partial(app.filter_executions, name), "its executions"))
             if not app.readonly:
                 items.append((f"workflow {name}: run", partial(app.run_workflow, name), "queue a run"))
-        for e in (snap.executions if snap else [])[:200]:
+        for e in self.executions:
             items.append((f"execution {e['id'][:12]} {e['workflow']} {e['status']}",
                           partial(app.open_execution, e["id"]), "show the run"))
         return items
@@ -344,26 +287,21 @@ class Dashboard(App[None]):
         yield Input(placeholder="filter rows (esc clears)", id="filter", disabled=True)
         with ContentSwitcher(initial="overview", id="views"):
             with Vertical(id="overview"):
-                yield Static(id="summary")
-                yield Label("queues", classes="caption")
-                yield Table(COLUMNS["queues"], id="overview-queues")
-                yield Label("alerts", classes="caption")
-                yield Table(COLUMNS["alerts"], id="overview-alerts")
-            with Vertical(id="agents"):
-                yield Table(COLUMNS["agents"], id="agents-table")
-            with Vertical(id="executions"):
-                yield Table(COLUMNS["executions"], id="executions-table")
-            with Vertical(id="queues"):
-                yield Table(COLUMNS["queues"], id="queues-table")
-                yield Label("dead letters (enter: details)", classes="caption")
-                yield Table(COLUMNS["dlq"], id="dlq-table")
-            with Vertical(id="breakers"):
-                yield Table(COLUMNS["breakers"], id="breakers-table")
-            with Vertical(id="health"):
-                yield Table(COLUMNS["health"], id="health-table")
-            with Vertical(id="events"):
-                yield Table(COLUMNS["events"], id="events-table")
+                yield from self._view_widgets("overview")
+            for view in VIEWS[1:]:  # mounted when first shown: the first frame lays out one view
+                yield Vertical(id=view)
         yield Footer()
+
+    @staticmethod
+    def _view_widgets(view: str) -> list[Widget]:
+        if view == "overview":
+            return [Static(id="summary"), Label("queues", classes="caption"),
+                    Table(COLUMNS["queues"], id="overview-queues"), Label("alerts", classes="caption"),
+                    Table(COLUMNS["alerts"], id="overview-alerts")]
+        if view == "queues":
+            return [Table(COLUMNS["queues"], id="queues-table"),
+                    Label("dead letters (enter: details)", classes="caption"), Table(COLUMNS["dlq"], id="dlq-table")]
+        return [Table(COLUMNS[view], id=f"{view}-table")]
 
     def on_mount(self) -> None:
         keymap = dict(self.project.settings.dashboard.keymap)
@@ -371,7 +309,11 @@ class Dashboard(App[None]):
             self.set_keymap(keymap)
         self.set_interval(self.interval, self.tick)
         self.show_view("overview")
-        self.tick()
+        first = self.source.prefetched(wait=False)  # read while the app started (`progressive dashboard`)
+        if first is not None:
+            self.show(first)
+        else:
+            self.tick()
 
     # --- refresh -----------------------------------------------------------------------------------------
     def tick(self, *, force: bool = False) -> None:
@@ -381,7 +323,7 @@ class Dashboard(App[None]):
 
     @work(thread=True, exclusive=True, group="load")
     def load(self) -> None:
-        snap = asyncio.run(self.source.load(frozenset({self.view})))
+        snap = self.source.prefetched(wait=True) or asyncio.run(self.source.load(frozenset({self.view})))
         self.call_from_thread(self.show, snap)
 
     def show(self, snap: Snapshot) -> None:
@@ -399,57 +341,65 @@ class Dashboard(App[None]):
             self._status()
             return
         error.remove_class("shown")
-        self.snapshot = snap
-        self.events = (self.events + snap.events)[-1000:]
+        self.snapshot = snap.merged(self.snapshot)
+        self.events = (self.events + snap.events)[-EVENTS_KEPT:]
         self._patch_all()
         self._status()
 
+    def _table(self, table_id: str) -> Table:
+        return self.main.query_one(f"#{table_id}", Table)
+
     def _patch_all(self) -> None:
-        """Patch the visible view only (the others are patched when shown): a tick costs what one view costs."""
+        """Patch the visible view only (the others are patched when shown): a tick costs what one view costs.
+        A view whose data has not been read yet (it was just shown) waits for the tick that reads it."""
         snap = self.snapshot
         if snap is None:
             return
         view = self.view
         if view == "overview":
-            self._summary(snap)
-            self.main.query_one("#overview-queues", Table).patch(self._queue_rows(snap))
-            self.main.query_one("#overview-alerts", Table).patch(
+            if snap.agents is not None:
+                self._summary(snap)
+            self._table("overview-queues").patch(self._queue_rows(snap))
+            self._table("overview-alerts").patch(
                 (a["check_name"], (a["check_name"], mark("firing" if a["firing"] else "resolved"),
-                                   mark(a["status"]), a["detail"] or "")) for a in snap.alerts)
+                                   mark(a["status"]), a["detail"] or "")) for a in snap.alerts or [])
         elif view == "agents":
-            if snap.agents and "instances" not in snap.agents[0]:
-                return  # a snapshot read for another view: the full one is on its way
-            self.main.query_one("#agents-table", Table).patch(
-                self._rows("agents", snap.agents, "id", self._agent_cells))
+            if snap.agents is not None and snap.agents_full:
+                self._table("agents-table").patch(self._rows("agents", snap.agents, "id", self._agent_cells))
         elif view == "executions":
-            self.main.query_one("#executions-table", Table).patch(
-                self._rows("executions", snap.executions, "id", self._execution_cells))
+            if snap.executions is not None:
+                self._table("executions-table").patch(
+                    self._rows("executions", snap.executions, "id", self._execution_cells))
         elif view == "queues":
-            self.main.query_one("#queues-table", Table).patch(self._queue_rows(snap))
-            self.main.query_one("#dlq-table", Table).patch(self._rows("queues", snap.dead_letters, "id", lambda d: (
-                f"#{d['event_seq']}", d["subscription"], d["type"] or "", str(d["attempts"]), d["error"] or "")))
+            self._table("queues-table").patch(self._queue_rows(snap))
+            if snap.dead_letters is not None:
+                self._table("dlq-table").patch(self._rows("queues", snap.dead_letters, "id", lambda d: (
+                    f"#{d['event_seq']}", d["subscription"], d["type"] or "", str(d["attempts"]), d["error"] or "")))
         elif view == "breakers":
-            self.main.query_one("#breakers-table", Table).patch(
-                self._rows("breakers", snap.breakers, "breaker", self._breaker_cells))
+            if snap.breakers is not None:
+                self._table("breakers-table").patch(self._rows("breakers", snap.breakers, "breaker",
+                                                               self._breaker_cells))
         elif view == "health":
-            self.main.query_one("#health-table", Table).patch(self._rows("health", snap.health, "name", lambda h: (
-                h["name"], mark(h["status"]), num(h["response_ms"], "{:.1f}"), h["spark"],
-                num(h["availability_pct"], "{:.1f}"), age(h["age_s"]), h["detail"] or "")))
+            if snap.health is not None:
+                self._table("health-table").patch(self._rows("health", snap.health, "name", lambda h: (
+                    h["name"], mark(h["status"]), num(h["response_ms"], "{:.1f}"), h["spark"],
+                    num(h["availability_pct"], "{:.1f}"), age(h["age_s"]), h["detail"] or "")))
         else:
             events = [e for e in self.events if self._matches("events", f"{e.type} {e.subject or ''}")]
-            self.main.query_one("#events-table", Table).patch(
+            self._table("events-table").patch(
                 (str(e.seq), (str(e.seq), time.strftime("%H:%M:%S", time.gmtime(e.time)), e.type, e.subject or "",
                               _short(e.data))) for e in reversed(events[-500:]))
 
     def _rows(self, view: str, items: list[dict[str, Any]], key: str,
               cells: Callable[[dict[str, Any]], tuple[Any, ...]]) -> list[tuple[str, tuple[Any, ...]]]:
         out = []
-        faulty = FAULTY.get(view)
+        faulty = FAULTY.get(view) if self.faults_only else None
+        needle = self.filters.get(view, "").lower()
         for item in items:
-            row = cells(item)
-            if self.faults_only and faulty is not None and not self._faulty(view, item, faulty):
+            if faulty is not None and not self._faulty(view, item, faulty):
                 continue
-            if not self._matches(view, " ".join(str(c) for c in row)):
+            row = cells(item)
+            if needle and needle not in " ".join(str(c) for c in row).lower():
                 continue
             out.append((str(item[key]), row))
         return out
@@ -487,16 +437,16 @@ class Dashboard(App[None]):
 
     def _summary(self, snap: Snapshot) -> None:
         agents: dict[str, int] = {}
-        for a in snap.agents:
+        for a in snap.agents or []:
             agents[a["status"]] = agents.get(a["status"], 0) + 1
         breakers: dict[str, int] = {}
-        for b in snap.breakers:
+        for b in snap.breakers or []:
             breakers[b["state"]] = breakers.get(b["state"], 0) + 1
         text = Text()
         text.append("health ")
         text.append_text(mark(snap.overall))
         text.append("   agents " + (" ".join(f"{n} {s}" for s, n in sorted(agents.items())) or "none"))
-        c = snap.counts
+        c = snap.counts or {}
         text.append(f"\nexecutions: {c.get('running', 0)} running, {c.get('queued', 0)} queued, "
                     f"{c.get('failed', 0) + c.get('timed_out', 0)} failed, {c.get('completed', 0)} completed")
         text.append("\nbreakers " + (" ".join(f"{n} {s}" for s, n in sorted(breakers.items())) or "none"))
@@ -523,11 +473,14 @@ class Dashboard(App[None]):
     def show_view(self, view: str) -> None:
         changed = view != self.view
         self.view = view
+        box = self.main.query_one(f"#{view}", Vertical)
+        if not box.children:
+            box.mount_all(self._view_widgets(view))
         self.main.query_one("#views", ContentSwitcher).current = view
         self._patch_all()
-        if changed and view in ("agents", "executions") and self.snapshot is not None:
-            self.tick(force=True)  # their full figures are read only while they are on screen
-        tables = self.main.query_one(f"#{view}").query(Table)
+        if changed:
+            self.tick(force=True)  # what a view shows is read only while it is on screen
+        tables = box.query(Table)
         if tables:
             tables.first().focus()
         self._status()
@@ -599,10 +552,13 @@ class Dashboard(App[None]):
         self._status()
 
     def jump_to(self, view: str, key: str) -> None:
+        """Show ``view`` with the cursor on row ``key`` (now, or once the view's rows have been read)."""
         self.show_view(view)
         table = self.main.query_one(f"#{view}").query(Table).first()
-        if key in table.order:
-            table.move_cursor(row=table.order.index(key))
+        if key in table.index:
+            table.move_cursor(table.index[key])
+        else:
+            table.pending_key = key
 
     def filter_executions(self, workflow: str) -> None:
         self.filters["executions"] = workflow
@@ -610,15 +566,14 @@ class Dashboard(App[None]):
         self.show_view("executions")
 
     def _selected(self, table_id: str) -> str | None:
-        return self.main.query_one(f"#{table_id}", Table).current_key
+        return self._table(table_id).current_key
 
     # --- details -----------------------------------------------------------------------------------------
-    @on(DataTable.RowSelected)
-    def selected(self, event: DataTable.RowSelected) -> None:
+    @on(Table.Selected)
+    def selected(self, event: Table.Selected) -> None:
         """``enter`` on a row of a view (the table's own key): that item in full."""
-        table = event.data_table
-        key = table.current_key if isinstance(table, Table) and table.screen is self.main else None
-        if key is None:
+        table, key = event.table, event.key
+        if table.screen is not self.main:
             return
         if table.id == "executions-table":
             self.open_execution(key)
@@ -656,20 +611,30 @@ class Dashboard(App[None]):
 
     def _read_detail(self, read: Any, push: Callable[[dict[str, Any]], None]) -> None:
         """Run a detail read (in the calling worker thread) and show it; a store problem is a notice."""
+        detail, problem = self._read(read)
+        if problem is not None:
+            self.call_from_thread(self.notify, f"cannot read the details: {problem}", severity="error")
+        else:
+            self.call_from_thread(push, detail)
+
+    def read_quietly(self, read: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """``read()`` run in the calling worker thread; None if the store cannot be read."""
+        return self._read(read())[0]
+
+    @staticmethod
+    def _read(read: Coroutine[Any, Any, Any]) -> tuple[Any, str | None]:
+        """(what ``read`` returned, None), or (None, why the store could not be read)."""
         import sqlite3
 
         from progressive_cli.errors import ProgressiveError
 
         try:
-            detail = asyncio.run(read)
+            return asyncio.run(read), None
         except (ProgressiveError, sqlite3.Error, OSError) as exc:
-            message = exc.message if isinstance(exc, ProgressiveError) else f"state store: {exc}"
-            self.call_from_thread(self.notify, f"cannot read the details: {message}", severity="error")
-            return
-        self.call_from_thread(push, detail)
+            return None, exc.message if isinstance(exc, ProgressiveError) else f"state store: {exc}"
 
     def _push_agent(self, d: dict[str, Any]) -> None:
-        agent = next((a for a in (self.snapshot.agents if self.snapshot else []) if a["id"] == d["id"]), None)
+        agent = next((a for a in ((self.snapshot.agents if self.snapshot else None) or []) if a["id"] == d["id"]), None)
         lines = []
         for inst in (agent or {}).get("instance_rows", []):
             lines.append(f"{inst['instance']}: probe {inst['probe'] or '-'}, calls {inst['calls']}, "
@@ -683,8 +648,8 @@ class Dashboard(App[None]):
                                   ("body", "BODY")], rows)))
 
     def open_dead_letter(self, letter_id: str) -> None:
-        letter = next((d for d in (self.snapshot.dead_letters if self.snapshot else []) if d["id"] == letter_id),
-                      None)
+        letters = (self.snapshot.dead_letters if self.snapshot else None) or []
+        letter = next((d for d in letters if d["id"] == letter_id), None)
         if letter is not None:
             self.push_screen(Detail(f"dead letter {letter_id}", _pretty(letter)))
 

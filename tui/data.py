@@ -10,9 +10,11 @@ server is a :class:`Snapshot` with ``error`` set, and the next tick tries again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +37,57 @@ FAULTY = {"agents": {"offline", "degraded"}, "executions": {"failed", "timed_out
 """Row states the 'faults only' toggle keeps, per view."""
 
 
+READS: dict[str, frozenset[str]] = {
+    "overview": frozenset({"health", "agents", "counts", "breakers", "alerts"}),
+    "agents": frozenset({"agents", "agent_figures"}),
+    "executions": frozenset({"executions"}),
+    "queues": frozenset({"dead_letters"}),
+    "breakers": frozenset({"breakers"}),
+    "health": frozenset({"health"}),
+    "events": frozenset({"events"}),
+}
+"""What each view needs read. The queue depths (their trends and rates need every tick) and the daemon's
+presence are read on every tick whatever the view."""
+PARTS = frozenset().union(*READS.values())
+
+
 @dataclass
 class Snapshot:
+    """One tick's read. A part that was not read for the views on screen is None: :meth:`merged` keeps the
+    previous tick's value for it."""
+
     at: float
     error: str | None = None
-    overall: str = "unknown"
-    health: list[dict[str, Any]] = field(default_factory=list)
-    agents: list[dict[str, Any]] = field(default_factory=list)
-    executions: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    overall: str | None = None
+    health: list[dict[str, Any]] | None = None
+    agents: list[dict[str, Any]] | None = None
+    """Without ``agent_figures`` read, only id, kind, status and heartbeat age (``full`` False)."""
+    agents_full: bool = False
+    executions: list[dict[str, Any]] | None = None
+    counts: dict[str, int] | None = None
     queues: list[dict[str, Any]] = field(default_factory=list)
-    breakers: list[dict[str, Any]] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    breakers: list[dict[str, Any]] | None = None
+    alerts: list[dict[str, Any]] | None = None
     events: list[Event] = field(default_factory=list)
-    """Events new since the previous snapshot, oldest first."""
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    """Events new since the previous read of events, oldest first."""
+    dead_letters: list[dict[str, Any]] | None = None
     daemon: dict[str, Any] | None = None
-    controls: list[dict[str, Any]] = field(default_factory=list)
+
+    def merged(self, previous: Snapshot | None) -> Snapshot:
+        """This snapshot, with the parts it did not read taken from ``previous``."""
+        if previous is None:
+            return self
+        fill = {name: getattr(previous, name) for name in ("overall", "health", "agents", "executions", "counts",
+                                                              "breakers", "alerts", "dead_letters")
+                if getattr(self, name) is None}
+        if "agents" in fill:
+            fill["agents_full"] = previous.agents_full
+        return replace(self, **fill) if fill else self
 
 
 def spark(values: list[float], width: int = SPARK) -> str:
     """A sparkline of the last ``width`` values (``▁`` to ``█``), empty for no values."""
-    from progressive_cli.cli.health import sparkline
+    from progressive_cli.health.history import sparkline
 
     return sparkline(values[-width:]) if values else ""
 
@@ -71,6 +102,8 @@ class Source:
         self.store: Any = None
         self.last_seq = 0
         self.depths: dict[str, deque[tuple[float, int]]] = {}
+        self.figures: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}  # agents' metrics, summarised
+        self._first: Any = None  # the prefetched first snapshot (a Future), until taken
 
     # --- the store -------------------------------------------------------------------------------------
     def _open(self) -> Any:
@@ -100,14 +133,14 @@ class Source:
             await store.close()
 
     async def load(self, views: frozenset[str] | None = None) -> Snapshot:
-        """One snapshot; a store problem is the snapshot's ``error`` (and the store is reopened next time).
-        ``views``: the views on screen; agents' call metrics and running executions' progress are read only
-        for theirs (None: everything)."""
+        """One snapshot of what ``views`` show (None: everything); a store problem is the snapshot's
+        ``error`` (and the store is reopened next time)."""
         import sqlite3
 
         t = self.clock()
+        parts = PARTS if views is None else frozenset().union(*(READS[v] for v in views))
         try:
-            return await self._load(self._open(), t, views)
+            return await self._load(self._open(), t, parts)
         except ProgressiveError as exc:
             await self.close()
             return Snapshot(at=t, error=one_line(exc.message))
@@ -115,24 +148,60 @@ class Source:
             await self.close()
             return Snapshot(at=t, error=one_line(f"state store: {exc}"))
 
-    async def _load(self, store: Any, t: float, views: frozenset[str] | None) -> Snapshot:
+    def prefetch(self, views: frozenset[str]) -> None:
+        """Start reading the first snapshot in a thread now: the dashboard's first frame then need not wait
+        for it after the app has started (SQLite releases the GIL while it reads)."""
+        import asyncio
+        import threading
+        from concurrent.futures import Future
+
+        future: Future[Snapshot] = Future()
+
+        def read() -> None:
+            try:
+                future.set_result(asyncio.run(self.load(views)))
+            except BaseException as exc:  # handed to whoever takes it
+                future.set_exception(exc)
+
+        self._first = future
+        threading.Thread(target=read, name="dashboard-prefetch", daemon=True).start()
+
+    def prefetched(self, *, wait: bool) -> Snapshot | None:
+        """The prefetched snapshot, once (``wait``: until it is read; else None while it is still being read)."""
+        future, self._first = self._first, None
+        if future is None or (not wait and not future.done()):
+            self._first = future
+            return None
+        return future.result()
+
+    async def _load(self, store: Any, t: float, parts: frozenset[str]) -> Snapshot:
         from progressive_cli.controls import live_daemon
         from progressive_cli.health.monitor import worst
 
         snap = Snapshot(at=t)
-        snap.health = await self._health(store, t)
-        snap.overall = worst([h["status"] for h in snap.health]) if snap.health else "unknown"
-        snap.agents = await self._agents(store, t, full=views is None or "agents" in views)
-        snap.executions, snap.counts = await self._executions(store, progress=views is None or "executions" in views)
-        snap.breakers = await self._breakers(store, t)
-        snap.dead_letters = await store.dead_letters(limit=RECENT)
-        snap.queues = await self._queues(store, t, snap)
-        alerts = await store.load_alerts()
-        snap.alerts = sorted((a for a in alerts.values() if a["firing"] or a["resolved_at"]),
-                             key=lambda a: -(a["fired_at"] or 0))[:20]
-        snap.events = await self._events(store)
+        if "health" in parts:
+            snap.health = await self._health(store, t)
+            snap.overall = worst([h["status"] for h in snap.health]) if snap.health else "unknown"
+        if "agents" in parts:
+            snap.agents_full = "agent_figures" in parts
+            snap.agents = await self._agents(store, t, full=snap.agents_full)
+        if "executions" in parts:
+            snap.executions = await self._executions(store)
+        if "counts" in parts:
+            snap.counts = await store.execution_counts()
+        if "breakers" in parts:
+            snap.breakers = await self._breakers(store, t)
+        if "dead_letters" in parts:
+            snap.dead_letters = await store.dead_letters(limit=RECENT)
+        if "alerts" in parts:
+            alerts = await store.load_alerts()
+            snap.alerts = sorted((a for a in alerts.values() if a["firing"] or a["resolved_at"]),
+                                 key=lambda a: -(a["fired_at"] or 0))[:20]
+        total_events, newest = await store.event_stats()
+        snap.queues = await self._queues(store, t, total_events)
+        if "events" in parts:
+            snap.events = await self._events(store, newest)
         snap.daemon = await live_daemon(store)
-        snap.controls = await store.controls(limit=50)
         return snap
 
     # --- the views' rows --------------------------------------------------------------------------------
@@ -167,7 +236,7 @@ class Source:
                             "heartbeat_age_s": None if seen is None else round(seen, 1)})
             return out
         rows = instance_report(agents, await store.heartbeats(), await store.agent_metrics(),
-                               await store.breakers("agent:"), t)
+                               await store.breakers("agent:"), t, self.figures)
         by_agent: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_agent.setdefault(row["agent"], []).append(row)
@@ -188,22 +257,22 @@ class Source:
                         "instance_rows": inst})
         return out
 
-    async def _executions(self, store: Any, *, progress: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    async def _executions(self, store: Any) -> list[dict[str, Any]]:
+        """Running, queued and waiting runs, then the newest finished ones; a running run's progress is the
+        share of its top-level steps completed."""
         live = await store.list_executions(statuses=["running", "queued", "waiting"], limit=RECENT)
         done = await store.list_executions(statuses=sorted(FINISHED), limit=RECENT)
-        counts: dict[str, int] = {}
-        for row in (await store.counts())["executions"]:
-            counts[row["status"]] = counts.get(row["status"], 0) + int(row["count"])
+        completed = await store.completed_steps([e.id for e in live if e.status == "running"])
+        now = self.clock()
         out = []
         for e in live + done:
             steps = e.definition.get("steps", []) if isinstance(e.definition, dict) else []
             total = len(steps)
             fraction = None
-            if progress and e.status == "running" and total:
-                records = await store.load_steps(e.id)
-                top = {s.get("id") for s in steps}
-                fraction = sum(1 for r in records.values() if r.key in top and r.status == "completed") / total
-            ended = e.finished_at or self.clock()
+            if e.status == "running" and total:
+                keys = completed.get(e.id, set())
+                fraction = sum(1 for s in steps if s.get("id") in keys) / total
+            ended = e.finished_at or now
             began = e.started_at or e.created_at
             error = e.error if isinstance(e.error, dict) else {}
             out.append({"id": e.id, "workflow": e.workflow, "status": e.status, "progress": fraction,
@@ -211,16 +280,15 @@ class Source:
                         "duration_s": round(ended - began, 1) if began else None,
                         "failed_step": error.get("step"), "error": error.get("message"),
                         "owner": e.owner})
-        return out, counts
+        return out
 
     async def _breakers(self, store: Any, t: float) -> list[dict[str, Any]]:
         from progressive_cli.integrations import breaker_rows
 
         return breaker_rows(self.project, await store.breakers(), t)
 
-    async def _queues(self, store: Any, t: float, snap: Snapshot) -> list[dict[str, Any]]:
+    async def _queues(self, store: Any, t: float, total_events: int) -> list[dict[str, Any]]:
         bus = await store.bus_status()
-        total_events, _newest = await store.event_stats()
         depths = {
             "event store": total_events,
             "work queue": await store.queue_depth(),
@@ -240,29 +308,33 @@ class Source:
                         "spark": spark([float(d) for _, d in series])})
         return out
 
-    async def _events(self, store: Any) -> list[Event]:
-        if self.last_seq == 0:  # first tick: the newest page only
-            _count, newest = await store.event_stats()
+    async def _events(self, store: Any, newest: int) -> list[Event]:
+        """The events after the last one read; after a while unread (another view was on screen), the
+        newest page only."""
+        if newest - self.last_seq > EVENTS_PAGE:
             self.last_seq = max(0, newest - EVENTS_PAGE)
         events: list[Event] = await store.list_events(after_seq=self.last_seq, limit=EVENTS_PAGE)
         if events:
             self.last_seq = max(self.last_seq, max(int(e.seq or 0) for e in events))
         return events
 
-    async def execution_detail(self, execution_id: str) -> dict[str, Any]:
-        """The step timeline of one run: each record with input, output, error and times, in start order."""
-        store = self._connect()  # a detail is read in its own thread: its own connection
+    @contextlib.asynccontextmanager
+    async def _own(self) -> AsyncIterator[Any]:
+        """A connection of its own, for a read in another thread than the ticks' (details, the palette)."""
+        store = self._connect()
         try:
-            return await self._execution_detail(store, execution_id)
+            yield store
         finally:
             await store.close()
 
-    async def _execution_detail(self, store: Any, execution_id: str) -> dict[str, Any]:
-        execution = await store.get_execution(execution_id)
-        if execution is None:
-            return {"id": execution_id, "missing": True, "steps": []}
-        records = sorted((await store.load_steps(execution_id)).values(),
-                         key=lambda r: (r.started_at or float("inf"), r.key))
+    async def execution_detail(self, execution_id: str) -> dict[str, Any]:
+        """The step timeline of one run: each record with input, output, error and times, in start order."""
+        async with self._own() as store:
+            execution = await store.get_execution(execution_id)
+            if execution is None:
+                return {"id": execution_id, "missing": True, "steps": []}
+            records = sorted((await store.load_steps(execution_id)).values(),
+                             key=lambda r: (r.started_at or float("inf"), r.key))
         return {"id": execution.id, "workflow": execution.workflow, "status": execution.status,
                 "inputs": execution.inputs, "outputs": execution.outputs, "error": execution.error,
                 "definition": execution.definition,
@@ -272,12 +344,14 @@ class Source:
 
     async def agent_detail(self, agent_id: str) -> dict[str, Any]:
         """Recent messages to or from one agent."""
-        store = self._connect()
-        try:
+        async with self._own() as store:
             messages = await store.list_messages(agent=agent_id, limit=50)
-        finally:
-            await store.close()
         return {"id": agent_id, "messages": [m.as_dict() for m in messages]}
+
+    async def recent_executions(self) -> list[dict[str, Any]]:
+        """The runs the executions view lists (for the command palette, from any view)."""
+        async with self._own() as store:
+            return await self._executions(store)
 
 
 __all__ = ["FAULTY", "Snapshot", "Source", "spark"]

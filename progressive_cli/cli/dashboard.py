@@ -21,13 +21,19 @@ def dashboard(
     from the state store (with or without a daemon). Keys follow k9s: ? help, / filter, : jump, esc back,
     ctrl+r refresh, space pause, ctrl+z faults only, ctrl+p command palette. Actions (cancel, retry,
     resume, replay, purge, breaker reset/open) are controls the daemon applies."""
-    try:
-        from tui.app import Dashboard
-    except ImportError as exc:
-        raise UnavailableError(f"the dashboard needs textual: pip install 'progressive[tui]' ({exc})") from None
+    from importlib.util import find_spec
+
+    if find_spec("textual") is None:
+        raise UnavailableError("the dashboard needs textual: pip install 'progressive[tui]'")
+    from tui.data import Source
+
     project = state(ctx).project()
     interval = refresh if refresh is not None else float(project.settings.dashboard.refresh)
-    Dashboard(project, refresh=interval, readonly=readonly).run()
+    source = Source(project)
+    source.prefetch(frozenset({"overview"}))  # the first snapshot is read while textual is imported
+    from tui.app import Dashboard
+
+    Dashboard(project, refresh=interval, readonly=readonly, source=source).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -11,13 +11,13 @@ import typer
 from progressive_cli.cli.app import OutputOpt, state, with_store
 from progressive_cli.cli.output import OutputFormat, emit, is_tty, say
 from progressive_cli.errors import ExitCode, UsageError
+from progressive_cli.health.history import sparkline, trends
 
 health_app = typer.Typer(
     help="Run the health checks (exit 0 healthy, 1 degraded, 2 unhealthy, 3 unknown), or show their history.",
     invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None,
 )
 NAGIOS = {"healthy": 0, "degraded": 1, "unhealthy": 2, "unknown": 3}
-SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def register(app: typer.Typer) -> None:
@@ -163,31 +163,3 @@ def health_history(
         columns = [("name", "CHECK"), ("runs", "RUNS"), ("availability_pct", "AVAIL_%"), ("avg_ms", "AVG_MS"),
                    ("max_ms", "MAX_MS"), ("last", "LAST")]
     emit(rows, fmt, columns=columns)
-
-
-def trends(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Availability (healthy or degraded), average and worst response time, and the series, per check."""
-    by: dict[str, list[dict[str, Any]]] = {}
-    for row in history:
-        by.setdefault(row["name"], []).append(row)
-    out = []
-    for name in sorted(by):
-        runs = by[name]
-        up = sum(1 for r in runs if r["status"] in ("healthy", "degraded"))
-        times = [float(r["response_ms"] or 0.0) for r in runs]
-        out.append({"name": name, "runs": len(runs), "availability_pct": round(100 * up / len(runs), 2),
-                    "avg_ms": round(sum(times) / len(times), 3), "max_ms": round(max(times), 3),
-                    "last": runs[-1]["status"], "response_series": times})
-    return out
-
-
-def sparkline(values: list[float], width: int = 40) -> str:
-    if not values:
-        return ""
-    if len(values) > width:  # the mean of each of `width` slices
-        step = len(values) / width
-        values = [sum(s) / len(s) for s in (values[int(i * step):max(int(i * step) + 1, int((i + 1) * step))]
-                                            for i in range(width))]
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - low) / span * (len(SPARKS) - 1)))] for v in values)

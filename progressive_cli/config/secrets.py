@@ -33,7 +33,17 @@ def env_refs(value: Any) -> list[str]:
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, str):
+        kind = type(item)  # exact types first: config dumps are dicts, lists and scalars (no ABC checks)
+        if kind is str:
+            if "${" in item:
+                found.extend(ENV_REF.findall(item))
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is int or kind is float or kind is bool or item is None:
+            continue
+        elif isinstance(item, str):
             found.extend(ENV_REF.findall(item))
         elif isinstance(item, Mapping):
             stack.extend(item.values())

@@ -188,6 +188,9 @@ class StateStore(Protocol):
 
     # steps
     async def load_steps(self, execution_id: str) -> dict[str, StepRecord]: ...
+    async def completed_steps(self, execution_ids: list[str]) -> dict[str, set[str]]:
+        """The keys of the completed steps of each of these runs (one read for many: progress bars)."""
+        ...
     async def save_step(self, record: StepRecord, events: list[Event] | None = None) -> None: ...
     async def delete_steps(self, execution_id: str, keys: list[str]) -> None: ...
 
@@ -244,6 +247,10 @@ class StateStore(Protocol):
 
     async def counts(self) -> dict[str, Any]:
         """Executions by workflow and status, steps by type and status, work-queue depth (for metrics)."""
+        ...
+
+    async def execution_counts(self) -> dict[str, int]:
+        """Executions by status (what `counts` has, without the scan of every step)."""
         ...
 
     # --- health history (progressive_cli/health) ------------------------------------------------------------

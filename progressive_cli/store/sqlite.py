@@ -662,6 +662,16 @@ class SQLiteStore:
             out[values["key"]] = StepRecord(**values)
         return out
 
+    async def completed_steps(self, execution_ids: list[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {e: set() for e in execution_ids}
+        for start in range(0, len(execution_ids), 500):
+            chunk = execution_ids[start:start + 500]
+            for execution_id, key in self.db.execute(
+                    f"SELECT execution_id, key FROM steps WHERE execution_id IN ({', '.join('?' * len(chunk))}) "
+                    "AND status = 'completed'", chunk):
+                out[execution_id].add(key)
+        return out
+
     async def save_step(self, record: StepRecord, events: list[Event] | None = None) -> None:
         r = record
         params = (r.execution_id, r.key, r.step_id, r.type, r.status, r.attempt,
@@ -733,6 +743,10 @@ class SQLiteStore:
                 "SELECT type, status, count(*) FROM steps GROUP BY type, status ORDER BY 1, 2")],
             "queue": int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0]),
         }
+
+    async def execution_counts(self) -> dict[str, int]:
+        return {status: int(n) for status, n in self.db.execute(
+            "SELECT status, count(*) FROM executions GROUP BY status")}
 
     # --- health history -----------------------------------------------------------------------------
     async def save_health(self, results: list[dict[str, Any]], before: float | None = None) -> None:

@@ -107,7 +107,7 @@ def test_history_cached_and_trends(cli, project, api) -> None:
 
 
 def test_sparkline_and_trends_units() -> None:
-    from progressive_cli.cli.health import sparkline, trends
+    from progressive_cli.health.history import sparkline, trends
 
     assert sparkline([1, 2, 3, 4, 5, 6, 7, 8]) == "▁▂▃▄▅▆▇█"
     assert sparkline([5, 5, 5]) == "▁▁▁" and sparkline([]) == ""

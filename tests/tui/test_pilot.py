@@ -42,6 +42,12 @@ async def settle(pilot, seconds: float = 0.4) -> None:
         await pilot.pause(0.1)
 
 
+async def open_view(pilot, key: str) -> None:
+    """Press a view's key and wait for its rows (a view's data is read once it is on screen)."""
+    await pilot.press(key)
+    await until(pilot, lambda: all(t.order for t in pilot.app.query_one(f"#{pilot.app.view}").query(Table)))
+
+
 async def until(pilot, condition, timeout: float = 10.0) -> None:
     """Pause until ``condition()`` holds (a loaded machine may take several refreshes)."""
     for _ in range(int(timeout / 0.1)):
@@ -66,7 +72,7 @@ def test_views_jump_and_back(seeded) -> None:
             assert table(app, "breakers").order == ["integration:catalog", "integration:payments"]
             await pilot.press("escape")
             assert app.view == "overview"
-            await pilot.press("3")
+            await open_view(pilot, "3")
             assert set(table(app, "executions").order) == {"e-done-000001", "e-failed-0002", "e-running-003"}
             await pilot.press("enter")  # the step timeline of the selected run
             await settle(pilot)
@@ -82,15 +88,17 @@ def test_filter_and_faults_only(seeded) -> None:
         app = app_for(seeded)
         async with app.run_test(size=(150, 40)) as pilot:
             await settle(pilot)
-            await pilot.press("3", "slash", *"fail")
+            await open_view(pilot, "3")
+            await pilot.press("slash", *"fail")
             assert table(app, "executions").order == ["e-failed-0002"]
             await pilot.press("enter")  # the filter stays, the box closes
             assert table(app, "executions").order == ["e-failed-0002"]
             await pilot.press("escape")  # clears it
             assert len(table(app, "executions").order) == 3
-            await pilot.press("5", "ctrl+z")
+            await open_view(pilot, "5")
+            await pilot.press("ctrl+z")
             assert table(app, "breakers").order == ["integration:payments"]
-            await pilot.press("6")
+            await open_view(pilot, "6")
             assert table(app, "health").order == ["external-apis/payments"]
             await pilot.press("ctrl+z")
             assert len(table(app, "health").order) == 2
@@ -98,7 +106,7 @@ def test_filter_and_faults_only(seeded) -> None:
     asyncio.run(go())
 
 
-@pytest.mark.parametrize(("view", "row", "keys", "kind", "target"), [
+@pytest.mark.parametrize(("key", "row", "keys", "kind", "target"), [
     ("5", "integration:payments", ("r", "y"), "breaker.reset", "integration:payments"),
     ("5", "integration:catalog", ("o", "y"), "breaker.open", "integration:catalog"),
     ("3", "e-running-003", ("ctrl+k", "y"), "execution.cancel", "e-running-003"),
@@ -106,12 +114,12 @@ def test_filter_and_faults_only(seeded) -> None:
     ("4", None, ("P", "y"), "dlq.replay", "all"),
     ("4", None, ("ctrl+d", "y"), "dlq.purge", "all"),
 ])
-def test_each_action_writes_a_control_that_is_applied(seeded, view, row, keys, kind, target) -> None:
+def test_each_action_writes_a_control_that_is_applied(seeded, key, row, keys, kind, target) -> None:
     async def go() -> None:
         app = app_for(seeded)
         async with app.run_test(size=(150, 40)) as pilot:
             await settle(pilot)
-            await pilot.press(view)
+            await open_view(pilot, key)
             if row is not None:
                 t = app.query_one(f"#{app.view}").query(Table).first()
                 t.move_cursor(row=t.order.index(row))
@@ -166,7 +174,8 @@ def test_keys_are_remapped_by_id(seeded) -> None:
         app = app_for(seeded)
         async with app.run_test(size=(150, 40)) as pilot:
             await settle(pilot)
-            await pilot.press("5", "f")
+            await open_view(pilot, "5")
+            await pilot.press("f")
             assert app.faults_only and table(app, "breakers").order == ["integration:payments"]
             await pilot.press("ctrl+g", *"he", "enter")
             assert app.view == "health"
@@ -192,7 +201,7 @@ def test_a_missing_store_is_reported_and_retried(make_project, project_files) ->
 
             await seed(root / ".progressive" / "state.db")
             await until(pilot, lambda: banner(app) == "")
-            await pilot.press("3")
+            await open_view(pilot, "3")
             assert banner(app) == "" and len(table(app, "executions").order) == 3
 
     asyncio.run(go())
@@ -234,7 +243,7 @@ def test_a_detail_of_a_store_gone_meanwhile_is_a_notice_not_a_crash(seeded) -> N
         app = app_for(seeded)
         async with app.run_test(size=(150, 40)) as pilot:
             await settle(pilot)
-            await pilot.press("3")
+            await open_view(pilot, "3")
             (seeded / ".progressive" / "state.db").rename(seeded / "moved.db")
             await pilot.press("enter")
             await settle(pilot, 0.5)
