@@ -28,9 +28,10 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
+from textual.widgets import ContentSwitcher, Input, Label, Static
 
 from tui.data import EVENTS_KEPT, FAULTY, Snapshot, Source
+from tui.keybar import KeyBar
 from tui.table import Table
 
 VIEWS = ("overview", "agents", "executions", "queues", "breakers", "health", "events")
@@ -129,7 +130,7 @@ class Detail(Screen[None]):
         if self.table is not None:
             yield Table(self.table[0], id="detail-table")
         yield Static(self.body, id="detail-body", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         if self.table is not None:
@@ -290,7 +291,7 @@ class Dashboard(App[None]):
                 yield from self._view_widgets("overview")
             for view in VIEWS[1:]:  # mounted when first shown: the first frame lays out one view
                 yield Vertical(id=view)
-        yield Footer()
+        yield KeyBar()
 
     @staticmethod
     def _view_widgets(view: str) -> list[Widget]:
@@ -634,9 +635,8 @@ class Dashboard(App[None]):
             return None, exc.message if isinstance(exc, ProgressiveError) else f"state store: {exc}"
 
     def _push_agent(self, d: dict[str, Any]) -> None:
-        agent = next((a for a in ((self.snapshot.agents if self.snapshot else None) or []) if a["id"] == d["id"]), None)
         lines = []
-        for inst in (agent or {}).get("instance_rows", []):
+        for inst in d["instances"]:
             lines.append(f"{inst['instance']}: probe {inst['probe'] or '-'}, calls {inst['calls']}, "
                          f"in flight {inst['in_flight']}, p95 {num(inst['p95_ms'], '{:.1f}')} ms, "
                          f"breaker {inst['breaker']}, last error {inst['last_error'] or '-'}")

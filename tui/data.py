@@ -103,7 +103,8 @@ class Source:
         self.last_seq = 0
         self.depths: dict[str, deque[tuple[float, int]]] = {}
         self.figures: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}  # agents' metrics, summarised
-        self._first: Any = None  # the prefetched first snapshot (a Future), until taken
+        self._names: dict[str, list[tuple[str, str]]] = {}
+        self._first: Any = None  # the first snapshot read ahead (or a Future of it), until taken
 
     # --- the store -------------------------------------------------------------------------------------
     def _open(self) -> Any:
@@ -166,13 +167,20 @@ class Source:
         self._first = future
         threading.Thread(target=read, name="dashboard-prefetch", daemon=True).start()
 
+    def keep(self, snapshot: Snapshot) -> None:
+        """Take ``snapshot`` (read elsewhere: a child process at start-up) as the first one."""
+        self._first = snapshot
+
     def prefetched(self, *, wait: bool) -> Snapshot | None:
-        """The prefetched snapshot, once (``wait``: until it is read; else None while it is still being read)."""
-        future, self._first = self._first, None
-        if future is None or (not wait and not future.done()):
-            self._first = future
+        """The first snapshot, read ahead (:meth:`prefetch`, :meth:`keep`), once; ``wait``: until it is read,
+        else None while it is still being read."""
+        first, self._first = self._first, None
+        if first is None or isinstance(first, Snapshot):
+            return first
+        if not wait and not first.done():
+            self._first = first
             return None
-        return future.result()
+        return first.result()
 
     async def _load(self, store: Any, t: float, parts: frozenset[str]) -> Snapshot:
         from progressive_cli.controls import live_daemon
@@ -220,42 +228,51 @@ class Source:
         return out
 
     async def _agents(self, store: Any, t: float, *, full: bool) -> list[dict[str, Any]]:
-        """One row per agent: its status, instances, calls in flight, success rate and p95 over instances
-        (without ``full``, the status and heartbeat only: what the overview and the palette need)."""
-        from progressive_cli.mca.runtime import instance_report, status_of
+        """One row per agent: its status by the age of its newest heartbeat and, with ``full`` (the agents
+        view), over its instances: calls in flight, calls, success rate, the worst p95, open breakers and the
+        last error. (What each instance did is read when its detail opens: :meth:`agent_detail`.)"""
+        from progressive_cli.mca.metrics import summarise_cached
+        from progressive_cli.mca.runtime import status_of
 
-        agents = self.project.agents.agents
-        if not full:
-            beats: dict[str, list[dict[str, Any]]] = {}
-            for beat in await store.heartbeats():
-                beats.setdefault(beat["agent"], []).append(beat)
-            out = []
-            for agent in agents:
-                status, seen = status_of(agent, beats.get(agent.id, []), t)
-                out.append({"id": agent.id, "kind": agent.kind, "status": status if agent.enabled else "disabled",
-                            "heartbeat_age_s": None if seen is None else round(seen, 1)})
-            return out
-        rows = instance_report(agents, await store.heartbeats(), await store.agent_metrics(),
-                               await store.breakers("agent:"), t, self.figures)
-        by_agent: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_agent.setdefault(row["agent"], []).append(row)
+        beats: dict[tuple[str, str], dict[str, Any]] = {(b["agent"], b["instance"]): b
+                                                        for b in await store.heartbeats()}
+        if full:
+            figures = {(m["agent"], m["instance"]): m for m in await store.agent_metrics()}
+            tripped = {b["name"] for b in await store.breakers("agent:") if b["state"] != "closed"}
         out = []
-        for agent in agents:
-            inst = by_agent.get(agent.id, [])
-            calls = sum(r["calls"] for r in inst)
-            success = sum(r["success"] for r in inst)
-            p95 = max((r["p95_ms"] for r in inst if r["p95_ms"] is not None), default=None)
-            first = inst[0] if inst else {}
-            out.append({"id": agent.id, "kind": agent.kind, "status": first.get("status", "offline"),
-                        "heartbeat_age_s": first.get("heartbeat_age_s"), "instances": len(inst),
-                        "in_flight": sum(r["in_flight"] for r in inst), "calls": calls,
-                        "success_rate": round(success / calls, 4) if calls else None, "p95_ms": p95,
-                        "capabilities": list(agent.capabilities),
-                        "breakers_open": sum(1 for r in inst if r["breaker"] != "closed"),
-                        "last_error": next((r["last_error"] for r in inst if r["last_error"]), None),
-                        "instance_rows": inst})
+        for agent in self.project.agents.agents:
+            names = self._instances(agent)
+            status, seen = status_of(agent, [beats[k] for k in names if k in beats], t)
+            row: dict[str, Any] = {"id": agent.id, "kind": agent.kind,
+                                   "status": status if agent.enabled else "disabled",
+                                   "heartbeat_age_s": None if seen is None else round(seen, 1)}
+            if full:
+                calls = success = in_flight = breakers_open = 0
+                p95: float | None = None
+                last_error = None
+                for key in names:
+                    figure = summarise_cached(self.figures, key, figures.get(key, {}))
+                    calls += figure["calls"]
+                    success += figure["success"]
+                    in_flight += figure["in_flight"]
+                    if figure["p95_ms"] is not None and (p95 is None or figure["p95_ms"] > p95):
+                        p95 = figure["p95_ms"]
+                    last_error = last_error or figure["last_error"]
+                    breakers_open += f"agent:{key[0]}@{key[1]}" in tripped
+                row.update(instances=len(names), in_flight=in_flight, calls=calls,
+                           success_rate=round(success / calls, 4) if calls else None, p95_ms=p95,
+                           capabilities=agent.capabilities, breakers_open=breakers_open, last_error=last_error)
+            out.append(row)
         return out
+
+    def _instances(self, agent: Any) -> list[tuple[str, str]]:
+        """(agent, instance) of each configured instance (the config does not change while it runs)."""
+        names = self._names.get(agent.id)
+        if names is None:
+            from progressive_cli.mca.router import instances_of
+
+            names = self._names[agent.id] = [(agent.id, i.name) for i in instances_of(agent)]
+        return names
 
     async def _executions(self, store: Any) -> list[dict[str, Any]]:
         """Running, queued and waiting runs, then the newest finished ones; a running run's progress is the
@@ -343,10 +360,16 @@ class Source:
                            "finished_at": r.finished_at} for r in records]}
 
     async def agent_detail(self, agent_id: str) -> dict[str, Any]:
-        """Recent messages to or from one agent."""
+        """Each instance of one agent (probe, calls, breaker: what `agents status` shows) and its recent
+        messages."""
+        from progressive_cli.mca.runtime import instance_report
+
+        agents = [a for a in self.project.agents.agents if a.id == agent_id]
         async with self._own() as store:
+            instances = instance_report(agents, await store.heartbeats(), await store.agent_metrics(),
+                                        await store.breakers("agent:"), self.clock())
             messages = await store.list_messages(agent=agent_id, limit=50)
-        return {"id": agent_id, "messages": [m.as_dict() for m in messages]}
+        return {"id": agent_id, "instances": instances, "messages": [m.as_dict() for m in messages]}
 
     async def recent_executions(self) -> list[dict[str, Any]]:
         """The runs the executions view lists (for the command palette, from any view)."""

@@ -90,6 +90,18 @@ class Metrics:
         return pending
 
 
+def summarise_cached(cache: dict[Any, tuple[Any, dict[str, Any]]], key: Any, row: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`summarise` for a caller that reports again and again (the dashboard): reused while the row's
+    counters have not moved (they only grow: the same total, latency sum, calls in flight and last call
+    mean the same histogram)."""
+    signature = (row.get("total"), row.get("latency_sum_ms"), row.get("in_flight"), row.get("last_call_at"),
+                 row.get("last_error"))
+    hit = cache.get(key)
+    if hit is None or hit[0] != signature:
+        hit = cache[key] = (signature, summarise(row))
+    return hit[1]
+
+
 def summarise(row: Mapping[str, Any]) -> dict[str, Any]:
     """The figures an operator reads, from a stored metrics row (totals and histogram)."""
     total = int(row.get("total") or 0)

@@ -396,15 +396,10 @@ class _WithIncidents:
 
 
 def instance_report(agents: list[Any], heartbeats: list[dict[str, Any]], metrics: list[dict[str, Any]],
-                    breakers: list[dict[str, Any]], now: float,
-                    figures_cache: dict[tuple[str, str], tuple[Any, dict[str, Any]]] | None = None,
-                    ) -> list[dict[str, Any]]:
+                    breakers: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
     """One row per configured instance: the agent's status by heartbeat age, the instance's last probe,
-    its call metrics (from every process) and its breaker. What `agents status` and the dashboard show.
-
-    ``figures_cache`` (kept by a caller that reports again and again, the dashboard): each instance's
-    summarised metrics, reused while its counters have not moved (they only grow: the same total, latency
-    sum, calls in flight and last call mean the same histogram)."""
+    its call metrics (from every process) and its breaker. What `agents status` and the dashboard's agent
+    detail show."""
     from progressive_cli.mca.metrics import summarise
     from progressive_cli.mca.router import instances_of
 
@@ -421,16 +416,7 @@ def instance_report(agents: list[Any], heartbeats: list[dict[str, Any]], metrics
             key = (agent.id, instance.name)
             beat = beats.get(key, {})
             breaker = states.get(f"agent:{agent.id}@{instance.name}", {})
-            figure = figures.get(key, {})
-            if figures_cache is None:
-                summary = summarise(figure)
-            else:
-                signature = (figure.get("total"), figure.get("latency_sum_ms"), figure.get("in_flight"),
-                             figure.get("last_call_at"), figure.get("last_error"))
-                hit = figures_cache.get(key)
-                if hit is None or hit[0] != signature:
-                    hit = figures_cache[key] = (signature, summarise(figure))
-                summary = hit[1]
+            summary = summarise(figures.get(key, {}))
             rows.append({
                 "agent": agent.id, "instance": REDACTOR.redact(instance.name), "kind": agent.kind,
                 "status": status, "heartbeat_age_s": None if age is None else round(age, 1),
