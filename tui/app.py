@@ -1,9 +1,10 @@
 """`progressive dashboard`: a Textual app over the state store, with k9s-style keys.
 
 Views: overview, agents, executions, queues, breakers, health, events (``1``-``7``, or ``:`` and a name).
-Every tick (``--refresh``, 1 s) a worker thread reads a :class:`~tui.data.Snapshot` and the tables are
-patched in place by row key: rows that changed get their changed cells updated, new rows are added,
-gone rows removed; the cursor stays on its row.
+Every tick (``--refresh``, 1 s) a worker thread reads a :class:`~tui.data.Snapshot` of what the view on
+screen shows (``tui/data.py``), and that view's tables (``tui/table.py``) are patched by row key: a changed
+row is drawn again, new rows come in, gone rows go, the cursor stays on its row. Views are mounted when
+first shown.
 
 Actions never change state here: each is a control written to the store (``progressive_cli/controls.py``)
 for the daemon to apply; with no daemon alive the dashboard applies it itself, as the CLI does. The
@@ -275,6 +276,8 @@ class Dashboard(App[None]):
         self.filters: dict[str, str] = {}
         self.events: list[Any] = []
         self.actions_log: list[str] = []
+        self._reading = False  # a read is on its way (set and cleared on the app's loop only)
+        self._again = False
 
     @property
     def main(self) -> Screen[Any]:
@@ -318,14 +321,29 @@ class Dashboard(App[None]):
 
     # --- refresh -----------------------------------------------------------------------------------------
     def tick(self, *, force: bool = False) -> None:
+        """Read a snapshot for the view on screen. One read at a time, each shown before the next starts:
+        reads share the source's connection and its place in the events (a read's events are those since
+        the last one: reads that overlapped, or were shown out of order, would repeat or lose some). A tick
+        that comes while a read is on its way asks for one more read after it, however many come."""
         if self.paused and not force:
             return
+        if self._reading:
+            self._again = True
+            return
+        self._reading = True
         self.load()
 
-    @work(thread=True, exclusive=True, group="load")
+    @work(thread=True, group="load")
     def load(self) -> None:
         snap = self.source.prefetched(wait=True) or asyncio.run(self.source.load(frozenset({self.view})))
-        self.call_from_thread(self.show, snap)
+        self.call_from_thread(self._loaded, snap)
+
+    def _loaded(self, snap: Snapshot) -> None:
+        self._reading = False
+        self.show(snap)
+        if self._again:
+            self._again = False
+            self.tick(force=True)
 
     def show(self, snap: Snapshot) -> None:
         """Patch the view from ``snap`` (a snapshot with an error keeps the last data and says why)."""
@@ -498,7 +516,7 @@ class Dashboard(App[None]):
 
     def action_help(self) -> None:
         lines = ["keys (remap by id with dashboard.keymap in progressive.yaml):", ""]
-        for binding in self.BINDINGS:
+        for binding in [*self.BINDINGS, *Table.BINDINGS]:
             assert isinstance(binding, Binding)
             keys = self._keys(binding)
             lines.append(f"  {keys:<14} {binding.description or binding.action:<18} id: {binding.id}")

@@ -27,6 +27,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from progressive_cli.errors import one_line
+
 MAX_WIDTH = 80
 """A column grows with its widest cell up to this many cells; longer values end in '…'."""
 PAD = 1
@@ -38,6 +40,12 @@ def _style(style: str | Style) -> Style:
     return style if isinstance(style, Style) else Style.parse(style) if style else Style()
 
 
+def _plain(value: Any) -> str:
+    """A cell's text on one line: control characters (a newline in an error message, a tab) escaped, as
+    a terminal would otherwise act on them."""
+    return one_line(value.plain if isinstance(value, Text) else str(value))
+
+
 def _fit(text: str, width: int) -> str:
     """``text`` exactly ``width`` cells wide: padded, or cut with an ellipsis."""
     if len(text) == width and text.isascii():  # cell_len of ASCII is its length
@@ -45,6 +53,13 @@ def _fit(text: str, width: int) -> str:
     if cell_len(text) <= width:
         return set_cell_size(text, width)
     return set_cell_size(text, width - 1) + "…"
+
+
+def _differs(old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> bool:
+    """Whether a row must be drawn again (rich's ``Text ==`` compares the text, not the style)."""
+    if old is None or old != new:
+        return True
+    return any(a is not b and isinstance(a, Text) and a.style != b.style for a, b in zip(old, new, strict=True))
 
 
 class Table(ScrollView, can_focus=True):
@@ -143,7 +158,7 @@ class Table(ScrollView, can_focus=True):
         cells = dict(rows)
         order = list(cells)
         old = self.cells
-        changed = [k for k, v in cells.items() if old.get(k) != v]
+        changed = [k for k, v in cells.items() if _differs(old.get(k), v)]
         same_keys = order == self.order
         if not changed and same_keys:
             return
@@ -169,7 +184,7 @@ class Table(ScrollView, can_focus=True):
         self._resize()
         if self.pending_key in self.index:
             current, self.pending_key = self.pending_key, None
-            self.call_after_refresh(self.move_cursor, self.index[current])
+            self.call_after_refresh(self._go_to, current)
         if current is not None and current in self.index:
             self.cursor_row = self.index[current]
         else:
@@ -184,7 +199,7 @@ class Table(ScrollView, can_focus=True):
     def _widths(self, rows: Iterable[tuple[Any, ...]], widths: list[int]) -> list[int]:
         for row in rows:
             for n, value in enumerate(row):
-                width = cell_len(value.plain if isinstance(value, Text) else str(value))
+                width = cell_len(_plain(value))
                 if width > widths[n]:
                     widths[n] = min(width, MAX_WIDTH)
         return widths
@@ -198,10 +213,12 @@ class Table(ScrollView, can_focus=True):
         if isinstance(value, Text):
             if value.spans:  # rare: render it (styles within the value)
                 text = value.copy()
+                if not text.plain.isprintable():
+                    text.plain = one_line(text.plain)  # escapes lengthen the text: the styles after them shift
                 text.truncate(width, overflow="ellipsis", pad=True)
                 return [Segment(pad), *text.render(self.app.console), Segment(pad)]
-            return [Segment(pad + _fit(value.plain, width) + pad, _style(value.style))]
-        return [Segment(pad + _fit(str(value), width) + pad)]
+            return [Segment(pad + _fit(_plain(value), width) + pad, _style(value.style))]
+        return [Segment(pad + _fit(_plain(value), width) + pad)]
 
     def _row_segments(self, key: str) -> list[Segment]:
         segments = self._segments.get(key)
@@ -268,16 +285,22 @@ class Table(ScrollView, can_focus=True):
             self.cursor_row = row
             self.refresh_line(row + 1)
         if scroll:
-            top = int(self.scroll_y)
+            top = self.scroll_offset.y  # the line drawn at the top (scroll_y may be fractional mid-drag)
             if row < top:
                 self.scroll_to(y=row, animate=False, immediate=True)
             elif row >= top + self._page:
                 self.scroll_to(y=row - self._page + 1, animate=False, immediate=True)
         self._announce()
 
+    def _go_to(self, key: str) -> None:
+        if key in self.index:  # where it is now: patches may have moved it since
+            self.move_cursor(self.index[key])
+
     def _announce(self) -> None:
         key = self.current_key
-        if key is not None and key != self._highlighted:
+        if key is None:
+            self._highlighted = None  # emptied: the next first row is announced again
+        elif key != self._highlighted:
             self._highlighted = key
             self.post_message(self.Highlighted(self, key))
 
@@ -299,7 +322,7 @@ class Table(ScrollView, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None or offset.y == 0:
             return
-        row = int(self.scroll_y) + offset.y - 1
+        row = self.scroll_offset.y + offset.y - 1
         if row >= len(self.order):
             return
         if row == self.cursor_row:

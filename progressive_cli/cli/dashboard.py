@@ -5,8 +5,8 @@ and validating the project (then reading the first snapshot from the store), and
 Where the OS can fork, a child process does the first while this one does the second, so the two run
 on two cores; the child hands the loaded project, the source and its first snapshot back through a pipe
 (pickled: ~7 ms to take for 1,000 agents). The child only saves time: if it fails in any way (a
-configuration error included), this process loads the project itself, and the error is raised here as
-it would be without the child.
+configuration error included) or takes longer than ``CHILD_TIMEOUT``, this process loads the project
+itself, and an error is raised here as it would be without the child.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 FIRST = frozenset({"overview"})
 """The view on screen when the dashboard starts."""
+CHILD_TIMEOUT = 5.0
+"""Seconds the dashboard waits for the child that loads the project before it does that itself."""
 
 
 def dashboard(
@@ -46,6 +48,8 @@ def dashboard(
     child = _fork(lambda: _prepare(ctx, read=True))
     try:
         from tui.app import Dashboard  # imported here while the child loads the project
+    except ImportError as exc:
+        raise UnavailableError(f"the dashboard needs textual: pip install 'progressive[tui]' ({exc})") from None
     finally:
         prepared = _collect(child) if child is not None else None
     project, source = prepared if prepared is not None else _prepare(ctx, read=False)
@@ -78,7 +82,12 @@ def _fork(work: Any) -> tuple[int, int] | None:
     import pickle
 
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to be had (EAGAIN, ENOMEM): do it all here
+        os.close(read_end)
+        os.close(write_end)
+        return None
     if pid == 0:  # the child: no output of its own, no exit handlers, whatever happens
         code = 1
         try:
@@ -93,22 +102,43 @@ def _fork(work: Any) -> tuple[int, int] | None:
     return pid, read_end
 
 
-def _collect(child: tuple[int, int]) -> Any:
-    """What the child made, or None if it failed (the caller then does the work itself)."""
+def _collect(child: tuple[int, int], timeout: float = CHILD_TIMEOUT) -> Any:
+    """What the child made, or None if it failed or took longer than ``timeout`` seconds (it is then
+    killed, and the caller does the work itself, with the dashboard on screen while the store is read)."""
     import pickle
+    import signal
+    import time
 
     pid, read_end = child
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
     try:
-        with os.fdopen(read_end, "rb") as pipe:
-            data = pipe.read()
+        while chunk := _read(read_end, deadline):
+            chunks.append(chunk)
+        if chunk is None:
+            os.kill(pid, signal.SIGKILL)
+            chunks = []
     finally:
+        os.close(read_end)
         _pid, status = os.waitpid(pid, 0)
+    data = b"".join(chunks)
     if not data or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
         return None
     try:
         return pickle.loads(data)
     except Exception:  # a result that does not load here is a result not made
         return None
+
+
+def _read(fd: int, deadline: float) -> bytes | None:
+    """The next chunk from ``fd`` (b"" at its end), or None once ``deadline`` (monotonic) has passed."""
+    import select
+    import time
+
+    left = deadline - time.monotonic()
+    if left <= 0 or not select.select([fd], [], [], left)[0]:
+        return None
+    return os.read(fd, 1 << 20)
 
 
 def register(app: typer.Typer) -> None:

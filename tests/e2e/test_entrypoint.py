@@ -106,6 +106,18 @@ def test_broken_project_exit_2_no_traceback(tmp_path: Path) -> None:
     ]
 
 
+def test_dashboard_on_a_broken_project_is_the_same_one_line_errors(tmp_path: Path) -> None:
+    """The child that loads the project ahead fails quietly; this process reports the errors (exit 2)."""
+    (tmp_path / "agents.yaml").write_text("agents:\n  - id: npa\n    kind: builtin\n    colour: blue\n")
+    r = run("dashboard", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "Traceback" not in r.stderr
+    [line] = r.stderr.splitlines()
+    assert line.startswith("agents.yaml:4:5: agents[0].colour: unknown key 'colour'"), r.stderr
+    assert run("validate", cwd=tmp_path).stderr == r.stderr  # word for word what validate says
+    assert not (tmp_path / ".progressive").exists()  # nothing written, no store made
+
+
 def test_json_goes_to_stdout_only(repo_root: Path) -> None:
     r = run("integrations", "list", "-o", "json", cwd=repo_root)
     assert r.returncode == 0 and r.stderr == ""

@@ -472,6 +472,35 @@ def test_delete_steps(store):
     assert list(run(store.load_steps("e1"))) == ["b"]
 
 
+def test_completed_steps_of_many_runs_in_one_read(store):
+    for eid in ("e1", "e2", "e3"):
+        run(store.create_execution(make_execution(eid, status="running")))
+    run(store.save_step(StepRecord("e1", "a", "a", "transform", "completed")))
+    run(store.save_step(StepRecord("e1", "b", "b", "transform", "running")))
+    run(store.save_step(StepRecord("e1", "p/x[0]", "x", "transform", "completed")))
+    run(store.save_step(StepRecord("e2", "a", "a", "transform", "failed")))
+    assert run(store.completed_steps(["e1", "e2", "e3", "missing"])) == {
+        "e1": {"a", "p/x[0]"}, "e2": set(), "e3": set(), "missing": set()}
+    assert run(store.completed_steps([])) == {}
+    many = [f"m{n}" for n in range(1200)]  # more ids than one statement binds at once
+    for eid in many:
+        run(store.create_execution(make_execution(eid)))
+    run(store.save_step(StepRecord("m1199", "only", "only", "transform", "completed")))
+    found = run(store.completed_steps(many))
+    assert len(found) == 1200 and found["m1199"] == {"only"} and found["m0"] == set()
+
+
+def test_execution_counts_by_status(store):
+    assert run(store.execution_counts()) == {}
+    for n, status in enumerate(["queued", "running", "running", "failed", "completed", "completed", "completed"]):
+        run(store.create_execution(make_execution(f"e{n}", status=status, workflow=f"wf{n % 2}")))
+    assert run(store.execution_counts()) == {"queued": 1, "running": 2, "failed": 1, "completed": 3}
+    by_workflow: dict[str, int] = {}
+    for row in run(store.counts())["executions"]:
+        by_workflow[row["status"]] = by_workflow.get(row["status"], 0) + row["count"]
+    assert by_workflow == run(store.execution_counts())  # the same figures as the monitoring totals
+
+
 # --- execution leases --------------------------------------------------------------------------------
 def test_claim_execution_lease(store, clock):
     run(store.create_execution(make_execution()))

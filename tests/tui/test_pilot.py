@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from seeding import NOW
+from textual.widgets import OptionList
 
 from progressive_cli.config.project import load_project
 from progressive_cli.store.sqlite import SQLiteStore
@@ -252,3 +253,63 @@ def test_a_detail_of_a_store_gone_meanwhile_is_a_notice_not_a_crash(seeded) -> N
                        for n in app._notifications)
 
     asyncio.run(go())
+
+
+def test_the_palette_offers_runs_from_any_view_and_opens_one(seeded) -> None:
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            assert app.view == "overview" and app.snapshot is not None and app.snapshot.executions is None
+            await pilot.press("ctrl+p", *"e-failed")
+
+            def hits() -> list[str]:
+                if type(app.screen).__name__ != "CommandPalette":
+                    return []
+                options = app.screen.query_one(OptionList)
+                return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+
+            await until(pilot, lambda: any(h.startswith("execution e-failed-000 orders failed") for h in hits()))
+            await pilot.press("down", "enter")
+            await until(pilot, lambda: type(app.screen).__name__ == "Detail")
+            assert "execution e-failed-0002" in str(app.screen.query_one("#detail-title").render())
+
+    asyncio.run(go())
+
+
+def test_ticks_during_a_slow_read_coalesce_into_one_more_read(seeded) -> None:
+    from tui.data import Source
+
+    class Slow(Source):
+        reads = 0
+        running = 0
+        overlapped = False
+
+        async def load(self, views=None):
+            Slow.reads += 1
+            Slow.running += 1
+            Slow.overlapped |= Slow.running > 1
+            try:
+                await asyncio.sleep(0.3)
+                return await super().load(views)
+            finally:
+                Slow.running -= 1
+
+    async def go() -> None:
+        project = load_project(seeded)
+        app = Dashboard(project, refresh=3600, clock=lambda: NOW, source=Slow(project, clock=lambda: NOW))
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            await until(pilot, lambda: not app._reading)
+            before = Slow.reads
+            for _ in range(10):  # ctrl+r held down while the store is slow
+                app.tick(force=True)
+                await pilot.pause(0.02)
+            await until(pilot, lambda: not app._reading)
+            assert Slow.reads - before == 2  # the one under way, and one more for all that came meanwhile
+            await open_view(pilot, "7")
+            seqs = [e.seq for e in app.events]
+            assert len(seqs) == len(set(seqs)) == 4  # the tail read once: no event twice
+
+    asyncio.run(go())
+    assert not Slow.overlapped
