@@ -21,7 +21,7 @@ from functools import cache, partial
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -223,7 +223,6 @@ class Dashboard(App[None]):
     #error { height: auto; background: $error; color: $text; padding: 0 1; display: none; }
     #error.shown { display: block; }
     #filter { display: none; }
-    #filter.shown { display: block; }
     #summary { height: auto; padding: 0 1; }
     #views { height: 1fr; }
     Table { height: 1fr; }
@@ -527,12 +526,25 @@ class Dashboard(App[None]):
         keymap = dict(self.project.settings.dashboard.keymap)
         return keymap.get(binding.id or "", binding.key)
 
-    def action_filter(self) -> None:
+    def _filter_box(self, shown: bool) -> Input:
         box = self.main.query_one("#filter", Input)
+        box.disabled = not shown
+        box.display = shown  # an inline style, in force at once (a class waits for the next style update)
+        return box
+
+    def action_filter(self) -> None:
+        box = self._filter_box(True)
         box.value = self.filters.get(self.view, "")
-        box.disabled = False
-        box.add_class("shown")
-        box.focus()
+        self.main.set_focus(box)  # now, not on the next turn: keys typed right after '/' (a paste) go to the box
+
+    def on_key(self, event: events.Key) -> None:
+        """A key typed in the same burst as '/' (a paste, a fast typist) was already on its way to the table
+        when the filter box opened: it goes into the box, not nowhere. (A printable key the box took itself
+        never gets here: the box stops it.)"""
+        box = self.main.query_one("#filter", Input)
+        if box.display and event.is_printable and event.character:
+            box.insert_text_at_cursor(event.character)
+            event.stop()
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
@@ -542,17 +554,15 @@ class Dashboard(App[None]):
 
     @on(Input.Submitted, "#filter")
     def filter_done(self, event: Input.Submitted) -> None:
-        event.input.disabled = True  # the filter stays applied (shown in the status line)
-        event.input.remove_class("shown")
+        self._filter_box(False)  # the filter stays applied (shown in the status line)
         self.show_view(self.view)
 
     def action_go_back(self) -> None:
         box = self.main.query_one("#filter", Input)
-        if box.has_class("shown") or self.filters.get(self.view):
+        if box.display or self.filters.get(self.view):
             self.filters.pop(self.view, None)
             box.value = ""
-            box.disabled = True
-            box.remove_class("shown")
+            self._filter_box(False)
             self._patch_all()
             self.show_view(self.view)
         elif self.view != "overview":

@@ -104,27 +104,22 @@ class Table(ScrollView, can_focus=True):
         Binding("enter", "select", "details", show=False, id="table.select"),
     ]
 
-    class Highlighted(Message):
+    class RowMessage(Message):
+        """About one row of ``table``: its ``key``."""
+
+        def __init__(self, table: Table, key: str) -> None:
+            super().__init__()
+            self.table, self.key = table, key
+
+        @property
+        def control(self) -> Table:
+            return self.table
+
+    class Highlighted(RowMessage):
         """The cursor is on another row (``key``), or on the first row of a table that had none."""
 
-        def __init__(self, table: Table, key: str) -> None:
-            super().__init__()
-            self.table, self.key = table, key
-
-        @property
-        def control(self) -> Table:
-            return self.table
-
-    class Selected(Message):
+    class Selected(RowMessage):
         """``enter`` (or a click on the cursor's row) on the row ``key``."""
-
-        def __init__(self, table: Table, key: str) -> None:
-            super().__init__()
-            self.table, self.key = table, key
-
-        @property
-        def control(self) -> Table:
-            return self.table
 
     def __init__(self, columns: list[tuple[str, str]], *, id: str | None = None, classes: str | None = None,
                  zebra: bool = True) -> None:

@@ -313,3 +313,20 @@ def test_ticks_during_a_slow_read_coalesce_into_one_more_read(seeded) -> None:
 
     asyncio.run(go())
     assert not Slow.overlapped
+
+
+def test_keys_typed_in_one_burst_with_the_slash_go_into_the_filter(seeded) -> None:
+    from textual import events
+
+    async def go() -> None:
+        app = app_for(seeded)
+        async with app.run_test(size=(150, 40)) as pilot:
+            await settle(pilot)
+            await open_view(pilot, "3")
+            for key, char in (("slash", "/"), ("r", "r"), ("u", "u"), ("n", "n")):  # as a paste arrives
+                app.post_message(events.Key(key, char))
+            await until(pilot, lambda: app.filters.get("executions") == "run")
+            assert table(app, "executions").order == ["e-running-003"]
+            assert not app.actions_log  # 'r' and 'u' were text, not the reset and resume keys
+
+    asyncio.run(go())
