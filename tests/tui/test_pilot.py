@@ -304,7 +304,6 @@ def test_ticks_during_a_slow_read_coalesce_into_one_more_read(seeded) -> None:
             before = Slow.reads
             for _ in range(10):  # ctrl+r held down while the store is slow
                 app.tick(force=True)
-                await pilot.pause(0.02)
             await until(pilot, lambda: not app._reading)
             assert Slow.reads - before == 2  # the one under way, and one more for all that came meanwhile
             await open_view(pilot, "7")
