@@ -346,9 +346,11 @@ class Dashboard(App[None]):
 
     def show(self, snap: Snapshot) -> None:
         """Patch the view from ``snap`` (a snapshot with an error keeps the last data and says why)."""
+        if not self.screen_stack:  # a read that ended while the app shut down: its screens are gone
+            return
         try:
             self._show(snap)
-        except NoMatches:  # a read that ended while the app shut down: its widgets are gone
+        except NoMatches:  # ... or only its widgets
             return
 
     def _show(self, snap: Snapshot) -> None:
