@@ -1,8 +1,9 @@
 """What the dashboard shows, read from the state store: one :class:`Snapshot` per refresh tick.
 
-No Textual here: the app (``tui/app.py``) calls :meth:`Source.load` in a worker thread and patches its
-tables from the snapshot. Every read is bounded (recent executions, a page of events, a window of
-health history), so a tick stays cheap with thousands of agents and executions in the store.
+No Textual here: the app (``tui/app.py``) calls :meth:`Source.load` in a worker thread for the view on
+screen and patches that view's tables from the snapshot. Each view reads only what it shows
+(:data:`READS`), and every read is bounded (recent executions, a page of events, a window of health
+history), so a tick stays cheap with thousands of agents and executions in the store.
 
 The source never creates a store: a state file that does not exist yet, a locked one or an unreachable
 server is a :class:`Snapshot` with ``error`` set, and the next tick tries again.
@@ -61,7 +62,7 @@ class Snapshot:
     overall: str | None = None
     health: list[dict[str, Any]] | None = None
     agents: list[dict[str, Any]] | None = None
-    """Without ``agent_figures`` read, only id, kind, status and heartbeat age (``full`` False)."""
+    """Without ``agent_figures`` read (``agents_full`` False), only id, kind, status and heartbeat age."""
     agents_full: bool = False
     executions: list[dict[str, Any]] | None = None
     counts: dict[str, int] | None = None
@@ -93,8 +94,10 @@ def spark(values: list[float], width: int = SPARK) -> str:
 
 
 class Source:
-    """Reads snapshots of one project's store. Keeps what spans ticks: the last event seen, and the queue
-    depths of the last ``SPARK`` ticks for their sparklines and rates."""
+    """Reads snapshots of one project's store. Keeps what spans ticks: the last event seen, the queue
+    depths of the last ``SPARK`` ticks for their sparklines and rates, each agent instance's summarised
+    metrics (summarised again only when its counters move), and the first snapshot when it was read ahead.
+    It pickles (the start-up child hands one over) once its store is closed."""
 
     def __init__(self, project: Any, *, clock: Any = time.time) -> None:
         self.project = project
