@@ -59,7 +59,10 @@ def _differs(old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> bool:
     """Whether a row must be drawn again (rich's ``Text ==`` compares the text, not the style)."""
     if old is None or old != new:
         return True
-    return any(a is not b and isinstance(a, Text) and a.style != b.style for a, b in zip(old, new, strict=True))
+    for a, b in zip(old, new, strict=True):  # noqa: SIM110 (a loop, not any(): it runs for every unchanged row of a tick)
+        if a is not b and type(a) is Text and a.style != b.style:
+            return True
+    return False
 
 
 class Table(ScrollView, can_focus=True):
