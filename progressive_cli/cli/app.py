@@ -110,9 +110,8 @@ def with_store(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]], *, quie
     """Run ``use(store)`` on the project's state store, closing it whatever happens. Ctrl-C ends the
     command quietly with exit 0 (it is how a ``--follow`` stops), or with ``quiet_interrupt=False`` as
     interrupted (130): for a command whose work it cut short."""
-    import asyncio
-
     from progressive_cli.store import project_store
+    from progressive_cli.util import run_async
 
     project = state(ctx).project()
 
@@ -124,7 +123,7 @@ def with_store(ctx: typer.Context, use: Callable[[Any], Awaitable[Any]], *, quie
             await store.close()
 
     try:
-        return asyncio.run(go())
+        return run_async(go())
     except KeyboardInterrupt:
         if not quiet_interrupt:
             raise

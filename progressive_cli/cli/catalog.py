@@ -68,10 +68,10 @@ def agents_status(
 ) -> None:
     """Each agent instance: status by heartbeat age (online, degraded, offline), last probe, calls in
     flight, success rate, average and p95 latency from every process, and its breaker."""
-    import asyncio
     import time
 
     from progressive_cli.mca.runtime import instance_report
+    from progressive_cli.util import run_async
 
     project = state(ctx).project()
     known = {a.id: a for a in project.agents.agents}
@@ -84,7 +84,7 @@ def agents_status(
         return instance_report(chosen, await store.heartbeats(), await store.agent_metrics(),
                                await store.breakers("agent:"), time.time())
 
-    rows = asyncio.run(_with_runtime(ctx, collect))
+    rows = run_async(_with_runtime(ctx, collect))
     emit(rows, state(ctx).fmt(output), columns=[
         ("agent", "AGENT"), ("instance", "INSTANCE"), ("kind", "KIND"), ("status", "STATUS"),
         ("heartbeat_age_s", "HEARTBEAT_S"), ("probe", "PROBE"), ("in_flight", "IN_FLIGHT"), ("calls", "CALLS"),
@@ -209,10 +209,10 @@ def agents_call(
     output: OutputOpt = None,
 ) -> None:
     """Send one request through the MCA to an agent (or any agent with a capability) and print its answer."""
-    import asyncio
     import json
 
     from progressive_cli.errors import StepError, UsageError
+    from progressive_cli.util import run_async
 
     if capability is not None and second is not None:
         raise UsageError("with --capability give only METHOD, e.g. agents call --capability meal-planning "
@@ -232,7 +232,7 @@ def agents_call(
     request = AgentRequest(agent=agent, capability=capability, method=str(method), params=data,
                            idempotency_key=f"cli:{new_id()}", timeout=None, context={"source": "cli"})
     try:
-        result = asyncio.run(_with_runtime(ctx, lambda runtime: runtime(request)))
+        result = run_async(_with_runtime(ctx, lambda runtime: runtime(request)))
     except StepError as exc:
         from progressive_cli.errors import ProgressiveError
 

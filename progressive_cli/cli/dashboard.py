@@ -59,16 +59,19 @@ def dashboard(
 
 def _prepare(ctx: typer.Context, *, read: bool) -> tuple[Any, Source]:
     """The project, and a source whose first snapshot is read (``read``) or being read in a thread."""
-    import asyncio
-
+    from progressive_cli.util import run_async
     from tui.data import Source
 
     project = state(ctx).project()
     source = Source(project)
     if read:
-        snapshot = asyncio.run(source.load(FIRST))
-        asyncio.run(source.close())
-        source.keep(snapshot)
+        async def first() -> Any:
+            try:
+                return await source.load(FIRST)
+            finally:
+                await source.close()
+
+        source.keep(run_async(first()))
     else:
         source.prefetch(FIRST)  # read while textual's import finishes and the app starts
     return project, source

@@ -80,7 +80,7 @@ def health(
     2 unhealthy, 3 unknown (with --fail-on unhealthy, degraded exits 0)."""
     if ctx.invoked_subcommand is not None:
         return
-    import asyncio
+    from progressive_cli.util import run_async
 
     if fail_on not in ("degraded", "unhealthy"):
         raise UsageError(f"--fail-on {fail_on!r}: expected degraded or unhealthy")
@@ -91,7 +91,7 @@ def health(
             rows = _cached(ctx, check)
         else:
             try:
-                rows = asyncio.run(run_checks(project, check))
+                rows = run_async(run_checks(project, check))
             except KeyboardInterrupt:
                 raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         overall = _overall(rows)

@@ -41,10 +41,9 @@ def _json_arg(text: str | None, flag: str, *, mapping: bool = True) -> Any:
 def _with_hub(ctx: typer.Context, use: Callable[[Any, Any], Awaitable[Any]]) -> Any:
     """Run ``use(hub, store)`` with the project's integrations on its store; metrics and breaker changes
     are flushed, clients and the store closed, whatever happens."""
-    import asyncio
-
     from progressive_cli.integrations.hub import Integrations
     from progressive_cli.store import project_store
+    from progressive_cli.util import run_async
 
     project = state(ctx).project()
 
@@ -60,7 +59,7 @@ def _with_hub(ctx: typer.Context, use: Callable[[Any, Any], Awaitable[Any]]) -> 
                 await store.close()
 
     try:
-        return asyncio.run(go())
+        return run_async(go())
     except KeyboardInterrupt:
         say("interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

@@ -54,10 +54,9 @@ def _show(messages: list[Any], fmt: OutputFormat) -> None:
 
 def _messaging(ctx: typer.Context, use: Callable[[Any], Any]) -> Any:
     """Run ``use(messenger)`` with a Messenger over the MCA runtime and the project's store."""
-    import asyncio
-
     from progressive_cli.cli.catalog import _with_runtime
     from progressive_cli.mca.messaging import Messenger, probing_status, via_runtime
+    from progressive_cli.util import run_async
 
     project = state(ctx).project()
     settings = project.settings.messages
@@ -68,7 +67,7 @@ def _messaging(ctx: typer.Context, use: Callable[[Any], Any]) -> Any:
         return await use(messenger)
 
     try:
-        return asyncio.run(_with_runtime(ctx, go))
+        return run_async(_with_runtime(ctx, go))
     except KeyboardInterrupt:
         say("interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

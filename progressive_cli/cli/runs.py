@@ -141,12 +141,12 @@ def _report(execution: Any, fmt: OutputFormat) -> None:
 
 
 def _run(coro: Any, reporter: Reporter | None = None) -> Any:
-    """Run a coroutine to completion (asyncio is imported here: `--help` must not pay for it)."""
-    import asyncio
+    """Run a coroutine to completion (asyncio is imported then, not with the module: `--help` must not pay for it)."""
+    from progressive_cli.util import run_async
 
     try:
         with reporter or contextlib.nullcontext():
-            return asyncio.run(coro)
+            return run_async(coro)
     except KeyboardInterrupt:
         say("interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
